@@ -1,0 +1,1 @@
+"""Hotwire Turbo Streams for any WSGI application running under gevent."""
