@@ -1,0 +1,407 @@
+"""One accepted WebSocket: a reader, a bounded queue and a single writer.
+
+The framing itself (masking, fragmentation, UTF-8 checks, close codes, size
+limits decided from the frame header) is delegated to the sans-I/O protocol
+of the ``websockets`` package; this module only moves bytes, under gevent:
+
+* **Reading** happens in the greenlet that accepted the connection. Incoming
+  bytes go to the protocol; what it wants to send back (pongs, close frames)
+  goes out through the writer like everything else.
+* **Writing** has one owner per socket. While nothing is pending, a frame is
+  written at once, without blocking, by whoever sends it; the rest of a frame
+  the kernel would not take, and every frame after it, waits in a bounded
+  queue drained by a writer greenlet, spawned only while there is a backlog.
+  Frames therefore never interleave, and a broadcast never waits on a client.
+* **Dropping** a peer that does not read (queue full, or no progress within
+  ``send_timeout``) or does not answer pings: a 1008 close frame if it can be
+  written whole at once, then the socket is reset without waiting.
+
+Every connection of the process is listed in one registry, so that one
+keepalive greenlet pings them all and a shutdown can close them all with 1001.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+
+__all__ = ["Connection", "ConnectionSettings", "close_all", "open_connections"]
+
+log = logging.getLogger("turbo_gevent.connection")
+_protocol_log = logging.getLogger("turbo_gevent.protocol")
+
+_CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
+_PONG = 0xA
+_PING_FRAME = Frame(Opcode.PING, b"turbo_gevent").serialize(mask=False)
+_RECV_SIZE = 65536
+_SO_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _SendTimeout(Exception):
+    """Raised in the writer when the peer took nothing for ``send_timeout``."""
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Limits and timeouts shared by every connection of one middleware.
+
+    ``None`` turns a limit or a timeout off.
+    """
+
+    # limits
+    max_message_size: int | None = 64 * 1024
+    max_queue: int | None = 256
+    # timeouts, in seconds
+    send_timeout: float | None = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_queue"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+        for name in ("send_timeout", "ping_interval", "ping_timeout", "close_timeout"):
+            value = getattr(self, name)
+            if value is None and name != "close_timeout":
+                continue
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+class Connection:
+    """A WebSocket connection after the handshake, subscribed to streams.
+
+    Arguments:
+        sock: the connected gevent socket (after the 101 was written).
+        streams: stream names this connection listens to.
+        user_id: the identified user, or ``None``.
+        settings: shared :class:`ConnectionSettings`.
+        on_close: called once as ``on_close(connection, slow)`` when the
+            connection ends; ``slow`` is true when it was dropped for not
+            reading fast enough.
+        peer: the peer's address, for log lines.
+
+    It also answers the ``wsgi.websocket`` environ contract as far as a
+    broadcast-only endpoint needs: :meth:`send` a text message, :meth:`close`,
+    :attr:`closed`.
+    """
+
+    __slots__ = (
+        "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol",
+        "_queue", "_queued_data", "_pending", "_writer", "_closed", "_ending",
+        "_ping_sent_at", "_done", "__weakref__",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        streams: tuple[str, ...] = (),
+        user_id: str | None = None,
+        settings: ConnectionSettings,
+        on_close: Callable[["Connection", bool], None] | None = None,
+        peer: str = "-",
+    ) -> None:
+        self.sock = sock
+        self.streams = tuple(streams)
+        self.user_id = user_id
+        self.settings = settings
+        self.peer = peer
+        self._on_close = on_close
+        self._protocol = Protocol(Side.SERVER, max_size=settings.max_message_size, logger=_protocol_log)
+        self._queue: deque[bytes] = deque()
+        self._queued_data = 0
+        self._pending: memoryview | None = None  # the unsent rest of one frame
+        self._writer: gevent.Greenlet | None = None
+        self._closed = False  # the socket is shut: nothing more is written
+        self._ending = False  # all that is queued is written, then the socket is shut
+        self._ping_sent_at: float | None = None
+        self._done = Event()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer} streams={len(self.streams)} user={self.user_id!r}>"
+
+    # -- the wsgi.websocket contract -------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._ending
+
+    def send(self, message: str) -> None:
+        """Send one text message to this connection only."""
+        self.send_frame(Frame(Opcode.TEXT, message.encode("utf-8")).serialize(mask=False))
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake; the peer's reply ends the connection.
+
+        A peer that does not reply within ``close_timeout`` is cut off.
+        """
+        if self.closed or self._protocol.state is not State.OPEN:
+            return
+        self._protocol.send_close(code, reason)
+        self._flush_protocol()
+        gevent.spawn_later(self.settings.close_timeout, self._abort, "no close reply")
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the connection has ended; returns whether it has."""
+        return self._done.wait(timeout)
+
+    # -- sending ---------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write or queue one encoded frame; never blocks.
+
+        Data frames count toward ``max_queue``; a connection whose queue is
+        full is dropped as too slow. Control frames (pongs, closes) do not
+        count, and a pong still waiting is replaced by a newer one
+        (RFC 6455 5.5.3).
+        """
+        if self._closed or self._ending:
+            return
+        if self._pending is None and not self._queue:
+            try:
+                sent = self.sock.send(frame, 0, 0.0)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._abort(f"send failed: {exc}")
+                return
+            if sent == len(frame):
+                return
+            self._pending = memoryview(frame)[sent:]
+            self._start_writer()
+            return
+        is_data = (frame[0] & 0x0F) not in _CONTROL_OPCODES
+        if is_data:
+            limit = self.settings.max_queue
+            if limit is not None and self._queued_data >= limit:
+                self.drop(f"queue of {limit} messages full")
+                return
+            self._queued_data += 1
+        elif (frame[0] & 0x0F) == _PONG and self._queue and (self._queue[-1][0] & 0x0F) == _PONG:
+            self._queue[-1] = frame
+            return
+        self._queue.append(frame)
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_backlog)
+
+    def _write_backlog(self) -> None:
+        """Drain the backlog; the only code that writes while one exists."""
+        timeout = self.settings.send_timeout
+        try:
+            while not self._closed:
+                if self._pending is None:
+                    if not self._queue:
+                        break
+                    frame = self._queue.popleft()
+                    if (frame[0] & 0x0F) not in _CONTROL_OPCODES:
+                        self._queued_data -= 1
+                    self._pending = memoryview(frame)
+                with gevent.Timeout(timeout, _SendTimeout):
+                    sent = self.sock.send(self._pending)
+                self._pending = self._pending[sent:] if sent < len(self._pending) else None
+        except _SendTimeout:
+            self._writer = None
+            self.drop(f"peer took nothing for {timeout:g}s")
+            return
+        except OSError as exc:
+            self._writer = None
+            self._abort(f"send failed: {exc}")
+            return
+        self._writer = None
+        if self._ending and not self._closed:
+            self._shut()
+
+    def drop(self, why: str, code: int = CloseCode.POLICY_VIOLATION) -> None:
+        """Drop a peer that is too slow: a close frame if it fits at once, then reset."""
+        if self._closed:
+            return
+        if self._pending is None:
+            try:
+                self.sock.send(Frame(Opcode.CLOSE, Close(code, "too slow").serialize()).serialize(mask=False), 0, 0.0)
+            except OSError:
+                pass
+        log.info("dropping %s: %s", self.peer, why)
+        self._reset(slow=True)
+
+    # -- keepalive -------------------------------------------------------
+
+    def keepalive(self, now: float) -> None:
+        """Ping when due; drop a peer whose pong is overdue."""
+        settings = self.settings
+        if self.closed or settings.ping_interval is None:
+            return
+        if self._ping_sent_at is not None:
+            if settings.ping_timeout is not None and now - self._ping_sent_at >= settings.ping_timeout:
+                self._close_now(CloseCode.POLICY_VIOLATION, "no pong", f"no pong within {settings.ping_timeout:g}s")
+            return
+        self._ping_sent_at = now
+        self.send_frame(_PING_FRAME)
+
+    # -- reading ---------------------------------------------------------
+
+    def run(self, initial: bytes = b"") -> None:
+        """Read until the connection ends; runs in the accepting greenlet."""
+        _registry.add(self)
+        try:
+            if initial:
+                self._receive(initial)
+            while not self._closed:
+                data = self.sock.recv(_RECV_SIZE)
+                if not data:
+                    self._protocol.receive_eof()
+                    if not self._closed:
+                        log.debug("%s closed the TCP connection", self.peer)
+                    break
+                self._receive(data)
+        except OSError as exc:
+            if not self._closed:
+                log.info("connection with %s lost: %s", self.peer, exc)
+        finally:
+            self._reset(slow=False)
+
+    def _receive(self, data: bytes) -> None:
+        protocol = self._protocol
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if event.opcode is Opcode.PONG:
+                self._ping_sent_at = None
+            elif event.opcode is Opcode.CLOSE:
+                log.debug("%s sent close %s", self.peer, protocol.close_rcvd)
+        if protocol.parser_exc is not None and not self._ending:
+            log.info("closing %s: %s", self.peer, protocol.parser_exc)
+        self._flush_protocol()
+
+    def _flush_protocol(self) -> None:
+        for data in self._protocol.data_to_send():
+            if data:
+                self.send_frame(data)
+            else:
+                self._end()
+
+    # -- ending ----------------------------------------------------------
+
+    def _close_now(self, code: int, reason: str, why: str) -> None:
+        log.info("closing %s: %s", self.peer, why)
+        self.close(code, reason)
+
+    def _end(self) -> None:
+        """Write what is queued, then shut the socket (the server closes TCP first)."""
+        self._ending = True
+        if self._writer is None and self._pending is None and not self._queue:
+            self._shut()
+
+    def _shut(self) -> None:
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _abort(self, why: str) -> None:
+        if self._closed:
+            return
+        log.info("connection with %s ended: %s", self.peer, why)
+        self._reset(slow=False)
+
+    def _reset(self, *, slow: bool) -> None:
+        """Stop everything now: no more writes, the socket reset, callbacks run once."""
+        first = not self._done.is_set()
+        if not self._closed:
+            self._closed = True
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _SO_LINGER_RESET)
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._queue.clear()
+        self._queued_data = 0
+        self._pending = None
+        writer, self._writer = self._writer, None
+        if writer is not None and writer is not gevent.getcurrent():
+            writer.kill(block=False)
+        if first:
+            _registry.discard(self)
+            self._done.set()
+            if self._on_close is not None:
+                try:
+                    self._on_close(self, slow)
+                except Exception:
+                    log.exception("on_close callback failed for %s", self.peer)
+
+
+class _Registry:
+    """Every open connection of this process, and the one keepalive greenlet.
+
+    Kept per process (not per middleware) so that a shutdown finds every
+    connection and one timer serves them all, whatever number of apps.
+    """
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+        self._keepalive: gevent.Greenlet | None = None
+        self._pid = os.getpid()
+
+    def add(self, connection: Connection) -> None:
+        if self._pid != os.getpid():  # forked: the parent's state is not ours
+            self.__init__()
+        self.connections.add(connection)
+        if self._keepalive is None and connection.settings.ping_interval is not None:
+            self._keepalive = gevent.spawn(self._keepalive_loop)
+
+    def discard(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+
+    def _keepalive_loop(self) -> None:
+        while self.connections:
+            tick = min(
+                min(c.settings.ping_interval or 60.0, c.settings.ping_timeout or 60.0)
+                for c in tuple(self.connections)
+            ) / 4
+            gevent.sleep(max(tick, 0.01))
+            now = time.monotonic()
+            for connection in tuple(self.connections):
+                connection.keepalive(now)
+        self._keepalive = None
+
+
+_registry = _Registry()
+
+
+def open_connections() -> tuple[Connection, ...]:
+    """The open connections of this process."""
+    return tuple(_registry.connections)
+
+
+def close_all(code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", *, grace: float = 5.0) -> int:
+    """Send every open connection a close frame and wait for the replies.
+
+    Returns how many were still open after ``grace`` seconds (and were then
+    cut off). Used on shutdown with 1001 Going Away.
+    """
+    connections = open_connections()
+    for connection in connections:
+        connection.close(code, reason)
+    deadline = time.monotonic() + grace
+    for connection in connections:
+        connection.wait_closed(max(0.0, deadline - time.monotonic()))
+    left = [c for c in connections if not c.wait_closed(0)]
+    for connection in left:
+        connection._abort("no close reply before shutdown")
+    return len(left)

@@ -1,0 +1,50 @@
+"""The gevent-websocket handler, with the upgrade left to the application.
+
+gevent-websocket's own ``WebSocketHandler`` answers the handshake itself,
+before the application runs, so the application cannot refuse a connection
+(and its refusals crash mid-response). This subclass keeps its name and place
+(``handler_class`` of a gevent server, the gunicorn worker's handler) but
+passes every request to the application untouched, with itself in the
+environ under :data:`HANDLER_KEY`. :class:`~turbo_gevent.TurboStreams` checks
+the request and only then calls :meth:`WebSocketHandler.switch_protocols`.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from gevent.pywsgi import WSGIHandler
+from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
+
+__all__ = ["WebSocketHandler", "HANDLER_KEY"]
+
+#: environ key under which the handler offers :meth:`switch_protocols`.
+HANDLER_KEY = "turbo_gevent.handler"
+
+
+class WebSocketHandler(_GeventWebSocketHandler):
+    """A pywsgi handler that lets the application decide on an upgrade."""
+
+    def run_application(self) -> None:
+        self.environ[HANDLER_KEY] = self
+        # Skip gevent-websocket's eager handshake: plain WSGI for every request.
+        WSGIHandler.run_application(self)
+
+    def switch_protocols(self, headers: list[tuple[str, str]]) -> tuple[socket.socket, bytes]:
+        """Write the 101 response; returns the socket and bytes already read past it.
+
+        After this the connection belongs to the caller: no HTTP response
+        follows and the connection is not reused for another request.
+        """
+        self.start_response("101 Switching Protocols", headers)
+        self.write(b"")
+        self.close_connection = True
+        # Bytes the client sent right behind its request sit in our read
+        # buffer; take them without blocking.
+        self.socket.settimeout(0.0)
+        try:
+            buffered = self.rfile.peek(0)
+            leftover = self.rfile.read(len(buffered)) if buffered else b""
+        finally:
+            self.socket.settimeout(None)
+        return self.socket, leftover
