@@ -1,0 +1,1 @@
+"""Shared helpers for the tests: a real server process and raw clients."""
