@@ -182,8 +182,8 @@ class TurboStreams:
 
     def _stream_endpoint(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         handler = environ.get(HANDLER_KEY)
-        if handler is None:
-            return self._no_handler(environ, start_response)
+        if handler is None and environ.get("wsgi.websocket") is not None:
+            return self._no_handler(environ, start_response)  # upgraded by someone else
         try:
             outcome = self._admit(environ)
         except Exception:
@@ -192,6 +192,8 @@ class TurboStreams:
         if isinstance(outcome, Refusal):
             log.info("refused %s from %s: %s", outcome.status, _peer(environ), outcome.reason)
             return _plain(outcome.status, outcome.reason, outcome.headers)(environ, start_response)
+        if handler is None:
+            return self._no_handler(environ, start_response)
         streams, user_id = outcome
         self._serve(environ, handler, streams, user_id)
         return []
