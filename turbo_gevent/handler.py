@@ -25,6 +25,10 @@ HANDLER_KEY = "turbo_gevent.handler"
 class WebSocketHandler(_GeventWebSocketHandler):
     """A pywsgi handler that lets the application decide on an upgrade."""
 
+    # gevent-websocket logs through its own logger and hides upgrades; log
+    # every request, 101s included, to the server's access log as pywsgi does.
+    log_request = WSGIHandler.log_request
+
     def run_application(self) -> None:
         self.environ[HANDLER_KEY] = self
         # Skip gevent-websocket's eager handshake: plain WSGI for every request.

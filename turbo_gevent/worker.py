@@ -1,0 +1,40 @@
+"""A gunicorn worker: gevent, WebSocket upgrades, access log, graceful close.
+
+    gunicorn -k turbo_gevent.worker.Worker -w 4 --bind 0.0.0.0:8000 myapp:app
+
+It is gevent-websocket's gunicorn worker with turbo_gevent's handler, which
+keeps gunicorn's access log (gevent-websocket's worker loses it), and on a
+graceful shutdown (SIGTERM, or a reload) sends close 1001 Going Away to every
+client, within ``--graceful-timeout``, so pages know the server went away
+instead of seeing the socket cut.
+"""
+
+from __future__ import annotations
+
+import gevent
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from gunicorn.workers.ggevent import PyWSGIHandler
+
+from .connection import close_all
+from .handler import WebSocketHandler
+
+__all__ = ["Worker", "GunicornWebSocketHandler"]
+
+
+class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):
+    """turbo_gevent's handler, logging to gunicorn's access log."""
+
+    log_request = PyWSGIHandler.log_request
+
+
+class Worker(GeventWebSocketWorker):
+    """``gunicorn -k turbo_gevent.worker.Worker``."""
+
+    wsgi_handler = GunicornWebSocketHandler
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        # gunicorn then waits up to --graceful-timeout for requests in progress,
+        # which for a WebSocket means until the client has answered the close.
+        grace = max(0.5, self.cfg.graceful_timeout - 1.0)
+        gevent.spawn(close_all, grace=grace)
