@@ -1,0 +1,1 @@
+"""Example applications; each one runs with ``turbo-gevent examples.NAME.app:app``."""

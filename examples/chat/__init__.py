@@ -1,0 +1,1 @@
+"""A chat room: a plain Werkzeug app made live with Turbo Streams."""
