@@ -11,6 +11,7 @@ the request and only then calls :meth:`WebSocketHandler.switch_protocols`.
 
 from __future__ import annotations
 
+import re
 import socket
 
 from gevent.pywsgi import WSGIHandler
@@ -21,6 +22,13 @@ __all__ = ["WebSocketHandler", "HANDLER_KEY"]
 #: environ key under which the handler offers :meth:`switch_protocols`.
 HANDLER_KEY = "turbo_gevent.handler"
 
+_TOKEN_VALUE = re.compile(r"(?<=\bstream=)[^&\s\"]+")
+
+
+def redact_tokens(text: str) -> str:
+    """Hide stream tokens (bearer credentials) from a logged URL or request line."""
+    return _TOKEN_VALUE.sub("[redacted]", text)
+
 
 class WebSocketHandler(_GeventWebSocketHandler):
     """A pywsgi handler that lets the application decide on an upgrade."""
@@ -28,6 +36,9 @@ class WebSocketHandler(_GeventWebSocketHandler):
     # gevent-websocket logs through its own logger and hides upgrades; log
     # every request, 101s included, to the server's access log as pywsgi does.
     log_request = WSGIHandler.log_request
+
+    def format_request(self) -> str:
+        return redact_tokens(super().format_request())
 
     def run_application(self) -> None:
         self.environ[HANDLER_KEY] = self

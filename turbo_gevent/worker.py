@@ -16,7 +16,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from .connection import close_all
-from .handler import WebSocketHandler
+from .handler import WebSocketHandler, redact_tokens
 
 __all__ = ["Worker", "GunicornWebSocketHandler"]
 
@@ -24,7 +24,17 @@ __all__ = ["Worker", "GunicornWebSocketHandler"]
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     """turbo_gevent's handler, logging to gunicorn's access log."""
 
-    log_request = PyWSGIHandler.log_request
+    def log_request(self) -> None:
+        environ = self.environ
+        self.environ = {
+            **environ,
+            "RAW_URI": redact_tokens(environ.get("RAW_URI", "")),
+            "QUERY_STRING": redact_tokens(environ.get("QUERY_STRING", "")),
+        }
+        try:
+            PyWSGIHandler.log_request(self)
+        finally:
+            self.environ = environ
 
 
 class Worker(GeventWebSocketWorker):
