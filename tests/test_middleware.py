@@ -5,11 +5,21 @@ import threading
 
 import pytest
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.test import Client
+from werkzeug.test import Client as _Client
 from werkzeug.wrappers import Request, Response
 
 from turbo_gevent import TurboStreams
 from turbo_gevent.templating import turbo_stream_source
+
+
+
+class Client(_Client):
+    """Buffered, so every response iterable is closed as a server would."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": KEY}

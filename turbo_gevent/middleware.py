@@ -167,6 +167,9 @@ class TurboStreams:
         except BaseException:
             context.unbind(token)
             raise
+        if isinstance(result, (list, tuple)):  # rendered already: nothing lazy left
+            context.unbind(token)
+            return result
         return ClosingIterator(result, lambda: context.unbind(token))
 
     def viewer(self, environ: dict) -> str | None:
