@@ -1,8 +1,10 @@
 """One accepted WebSocket: a reader, a bounded queue and a single writer.
 
-The framing itself (masking, fragmentation, UTF-8 checks, close codes, size
-limits decided from the frame header) is delegated to the sans-I/O protocol
-of the ``websockets`` package; this module only moves bytes, under gevent:
+The framing itself (masking, fragmentation, close codes, size limits decided
+from the frame header) is delegated to the sans-I/O protocol of the
+``websockets`` package, which leaves decoding text to its caller: this module
+checks that text messages are UTF-8 (across fragments too) and otherwise only
+moves bytes, under gevent:
 
 * **Reading** happens in the greenlet that accepted the connection. Incoming
   bytes go to the protocol; what it wants to send back (pongs, close frames)
@@ -22,6 +24,7 @@ keepalive greenlet pings them all and a shutdown can close them all with 1001.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import socket
@@ -46,6 +49,7 @@ _PONG = 0xA
 _PING_FRAME = Frame(Opcode.PING, b"turbo_gevent").serialize(mask=False)
 _RECV_SIZE = 65536
 _SO_LINGER_RESET = struct.pack("ii", 1, 0)
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class _SendTimeout(Exception):
@@ -102,7 +106,7 @@ class Connection:
     __slots__ = (
         "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol",
         "_queue", "_queued_data", "_pending", "_writer", "_closed", "_ending",
-        "_ping_sent_at", "_done", "__weakref__",
+        "_ping_sent_at", "_utf8", "_done", "__weakref__",
     )
 
     def __init__(
@@ -129,6 +133,7 @@ class Connection:
         self._closed = False  # the socket is shut: nothing more is written
         self._ending = False  # all that is queued is written, then the socket is shut
         self._ping_sent_at: float | None = None
+        self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is incomplete
         self._done = Event()
 
     def __repr__(self) -> str:
@@ -280,13 +285,39 @@ class Connection:
         protocol = self._protocol
         protocol.receive_data(data)
         for event in protocol.events_received():
-            if event.opcode is Opcode.PONG:
+            if event.opcode is Opcode.TEXT or event.opcode is Opcode.CONT:
+                if not self._valid_text(event):
+                    break
+            elif event.opcode is Opcode.PONG:
                 self._ping_sent_at = None
             elif event.opcode is Opcode.CLOSE:
                 log.debug("%s sent close %s", self.peer, protocol.close_rcvd)
         if protocol.parser_exc is not None and not self._ending:
             log.info("closing %s: %s", self.peer, protocol.parser_exc)
         self._flush_protocol()
+
+    def _valid_text(self, frame: Frame) -> bool:
+        """Check a text frame or continuation for UTF-8; fail with 1007 if it is not.
+
+        The protocol has already checked the frame order, so a continuation
+        belongs to a text message exactly when a decoder is running.
+        """
+        if frame.opcode is Opcode.TEXT:
+            self._utf8 = _Utf8Decoder()
+        decoder = self._utf8
+        if decoder is None:  # a continuation of a binary message
+            return True
+        if frame.fin:
+            self._utf8 = None
+        try:
+            decoder.decode(frame.data, frame.fin)
+        except UnicodeDecodeError:
+            self._utf8 = None
+            if self._protocol.state is State.OPEN and not self._ending:
+                log.info("closing %s: invalid UTF-8 in a text message", self.peer)
+                self._protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+            return False
+        return True
 
     def _flush_protocol(self) -> None:
         for data in self._protocol.data_to_send():
