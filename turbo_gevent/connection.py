@@ -143,7 +143,8 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._closed or self._ending
+        """True once the closing handshake has started: nothing more is sent."""
+        return self._closed or self._ending or self._protocol.state is not State.OPEN
 
     def send(self, message: str) -> None:
         """Send one text message to this connection only."""
@@ -172,9 +173,13 @@ class Connection:
         Data frames count toward ``max_queue``; a connection whose queue is
         full is dropped as too slow. Control frames (pongs, closes) do not
         count, and a pong still waiting is replaced by a newer one
-        (RFC 6455 5.5.3).
+        (RFC 6455 5.5.3). Data frames after a close frame are dropped
+        (RFC 6455 5.5.1).
         """
         if self._closed or self._ending:
+            return
+        is_data = (frame[0] & 0x0F) not in _CONTROL_OPCODES
+        if is_data and self._protocol.state is not State.OPEN:
             return
         if self._pending is None and not self._queue:
             try:
@@ -189,7 +194,6 @@ class Connection:
             self._pending = memoryview(frame)[sent:]
             self._start_writer()
             return
-        is_data = (frame[0] & 0x0F) not in _CONTROL_OPCODES
         if is_data:
             limit = self.settings.max_queue
             if limit is not None and self._queued_data >= limit:
