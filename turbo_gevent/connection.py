@@ -106,7 +106,7 @@ class Connection:
     __slots__ = (
         "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol",
         "_queue", "_queued_data", "_pending", "_writer", "_closed", "_ending",
-        "_ping_sent_at", "_utf8", "_done", "__weakref__",
+        "_ping_sent_at", "_ping_due", "_utf8", "_done", "__weakref__",
     )
 
     def __init__(
@@ -132,7 +132,8 @@ class Connection:
         self._writer: gevent.Greenlet | None = None
         self._closed = False  # the socket is shut: nothing more is written
         self._ending = False  # all that is queued is written, then the socket is shut
-        self._ping_sent_at: float | None = None
+        self._ping_sent_at: float | None = None  # while a pong is awaited
+        self._ping_due = time.monotonic() + (settings.ping_interval or 0.0)
         self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is incomplete
         self._done = Event()
 
@@ -260,7 +261,10 @@ class Connection:
             if settings.ping_timeout is not None and now - self._ping_sent_at >= settings.ping_timeout:
                 self._close_now(CloseCode.POLICY_VIOLATION, "no pong", f"no pong within {settings.ping_timeout:g}s")
             return
+        if now < self._ping_due:
+            return
         self._ping_sent_at = now
+        self._ping_due = now + settings.ping_interval
         self.send_frame(_PING_FRAME)
 
     # -- reading ---------------------------------------------------------
