@@ -175,3 +175,41 @@ def test_join_fragments_accepts_html_objects():
 def test_encode_text_frame_is_a_valid_unmasked_text_frame():
     assert encode_text_frame("hé")[:2] == b"\x81\x03"
     assert decode(encode_text_frame("x" * 70000)) == "x" * 70000
+
+
+class CountingBroker:
+    def __init__(self):
+        self.starts = 0
+        self.published = []
+
+    def start(self, deliver, on_reconnect):
+        self.starts += 1
+        self.deliver, self.on_reconnect = deliver, on_reconnect
+
+    def publish(self, kind, key, message):
+        self.published.append((kind, key, message))
+        self.deliver(kind, key, message)
+
+
+def test_broker_starts_once_per_process_and_again_after_a_fork():
+    broker = CountingBroker()
+    hub = Hub(broker=broker)
+    listener = Recorder(["s"])
+    hub.add(listener)
+    hub.broadcast("s", "<p>1</p>")
+    assert broker.starts == 1
+    assert broker.published == [("stream", "s", "<p>1</p>")]
+    assert listener.messages == ["<p>1</p>"]
+    hub._broker_pid = -1  # as a forked child sees it: started, but by another process
+    hub.broadcast("s", "<p>2</p>")
+    assert broker.starts == 2
+
+
+def test_broker_reconnect_sends_every_page_a_refresh_unless_disabled():
+    for enabled, expected in ((True, ['<turbo-stream action="refresh"></turbo-stream>']), (False, [])):
+        broker = CountingBroker()
+        hub = Hub(broker=broker, refresh_on_reconnect=enabled)
+        listener = Recorder(["s"])
+        hub.add(listener)
+        broker.on_reconnect()
+        assert listener.messages == expected

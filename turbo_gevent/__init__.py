@@ -10,10 +10,14 @@ push ``<turbo-stream>`` fragments to every open page::
     serve(app, "127.0.0.1:8000")
 """
 
+from . import streams
 from .errors import BrokerError, ConfigurationError, TurboGeventError
 from .hub import Hub
 from .middleware import TurboStreams
+from .publisher import Publisher
+from .redis_broker import RedisBroker
 from .server import make_server, serve
+from .templating import erb_preprocessor, rwf_turbo_stream, template_lookup, turbo_stream_source
 
 __version__ = "0.1.0"
 
@@ -21,8 +25,15 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "Hub",
+    "Publisher",
+    "RedisBroker",
     "TurboGeventError",
     "TurboStreams",
+    "erb_preprocessor",
     "make_server",
+    "rwf_turbo_stream",
     "serve",
+    "streams",
+    "template_lookup",
+    "turbo_stream_source",
 ]

@@ -21,6 +21,7 @@ The hub itself does no network I/O; it is plain bookkeeping.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable, Protocol
 
 from websockets.frames import Frame, Opcode
@@ -95,7 +96,7 @@ class Hub:
         # Tuples rebuilt only after a change, so a broadcast iterates a stable
         # snapshot (a drop during fan-out cannot disturb it) without copying.
         self._snapshots: dict[tuple[str, str | None], tuple[Subscriber, ...]] = {}
-        self._broker_started = False
+        self._broker_pid: int | None = None
         self._counters = {
             "connections_total": 0,
             "broadcasts": 0,
@@ -211,10 +212,11 @@ class Hub:
         forked after import (gunicorn ``--preload``) subscribes on its own.
         Raises :class:`~turbo_gevent.BrokerError` when the broker is down.
         """
-        if self.broker is None or self._broker_started:
+        if self.broker is None or self._broker_pid == os.getpid():
             return
         self.broker.start(self.deliver, self._broker_reconnected)
-        self._broker_started = True
+        # Remember the process, not just the fact: a forked child starts its own.
+        self._broker_pid = os.getpid()
 
     def _broker_reconnected(self) -> None:
         if not self.refresh_on_reconnect:
