@@ -42,7 +42,20 @@ from websockets.protocol import Protocol, Side, State
 __all__ = ["Connection", "ConnectionSettings", "close_all", "open_connections"]
 
 log = logging.getLogger("turbo_gevent.connection")
-_protocol_log = logging.getLogger("turbo_gevent.protocol")
+
+
+class _ProtocolLog(logging.LoggerAdapter):
+    """websockets' protocol logger, with its INFO lines demoted to DEBUG.
+
+    The protocol says "connection closed" at INFO without naming the peer;
+    this module's own line about the same event names it.
+    """
+
+    def info(self, msg, *args, **kwargs) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_protocol_log = _ProtocolLog(logging.getLogger("turbo_gevent.protocol"), {})
 
 _CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
 _PONG = 0xA
@@ -278,9 +291,13 @@ class Connection:
             while not self._closed:
                 data = self.sock.recv(_RECV_SIZE)
                 if not data:
-                    self._protocol.receive_eof()
-                    if not self._closed:
+                    if self._closed:
+                        pass  # we ended it
+                    elif self._protocol.state is State.OPEN:  # no closing handshake
+                        log.info("connection with %s lost: closed without a close frame", self.peer)
+                    else:
                         log.debug("%s closed the TCP connection", self.peer)
+                    self._protocol.receive_eof()
                     break
                 self._receive(data)
         except OSError as exc:
