@@ -1,0 +1,886 @@
+"""Fan-out benchmark: turbo_gevent against a floor and against other stacks.
+
+One command runs every scenario for every system, alternating the systems
+over several rounds, and prints a Markdown report that is also written to
+``benchmarks/results/<timestamp>.md``::
+
+    python benchmarks/run.py            # the full comparison (about 15 minutes)
+    python benchmarks/run.py --smoke    # 200 clients, a few seconds a system
+
+Systems (``--systems``): ``floor`` (a minimal gevent server, see
+``servers/floor.py``), ``turbo`` (turbo_gevent, in-process hub),
+``turbo-redis`` (turbo_gevent with a RedisBroker), ``turbo-flask``
+(turbo-flask on flask-sock, gunicorn gevent worker) and ``websockets``
+(the websockets package's ``broadcast()`` on asyncio).
+
+Scenarios (``--scenarios``):
+
+``fanout``
+    clients connect in steps to each of ``--sizes``; at each size, after
+    ``--warmup`` discarded broadcasts, ``--count`` broadcasts of one
+    300-byte fragment every ``--interval`` seconds. Per-recipient delivery
+    latency (p50/p95/p99, from the probe clients), the time until the last
+    recipient had it, messages lost, server CPU per delivered message, RSS,
+    and RSS per idle connection at the largest size.
+``saturation``
+    broadcasts per second to ``--saturation-clients`` clients, raised step by
+    step until p95 passes 100 ms, the server falls behind its schedule or a
+    message is lost; the last rate that passed.
+``slow``
+    ``--slow-count`` broadcasts at ``--slow-rate`` per second to 1000 healthy
+    clients, without and then with one more client that never reads (4 KiB
+    receive buffer): the healthy clients' p95 and max, and when the server
+    dropped the slow one.
+
+The server runs on one core and the load generator (``loadgen.py``) on
+another, both pinned; the load generator's CPU is reported so that it can be
+seen not to be the bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from payload import SIZE, frame_length  # noqa: E402
+
+SYSTEMS = ("floor", "turbo", "turbo-redis", "turbo-flask", "websockets")
+LABELS = {
+    "floor": "floor (raw gevent)",
+    "turbo": "turbo_gevent",
+    "turbo-redis": "turbo_gevent + Redis",
+    "turbo-flask": "turbo-flask",
+    "websockets": "websockets broadcast()",
+}
+SECRET = "benchmark-secret"
+FRAME = frame_length(SIZE)
+BULK_PER_PROCESS = 6000
+
+
+def log(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+# -- processes -------------------------------------------------------------
+
+
+def pinned(core: int | None) -> list[str]:
+    if core is None:
+        return []
+    if shutil.which("taskset"):
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+class Redis:
+    """A throwaway redis-server on the server's core."""
+
+    def __init__(self, core: int | None) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.proc = subprocess.Popen(
+            pinned(core) + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """One benchmarked server process and its control endpoint."""
+
+    def __init__(self, system: str, core: int | None, redis: Redis | None, send_timeout: float = 10.0) -> None:
+        self.system = system
+        self.port = free_port()
+        py = sys.executable
+        servers = os.path.join(HERE, "servers")
+        path = "/"
+        if system == "floor":
+            cmd = [py, os.path.join(servers, "floor.py"), "--port", str(self.port)]
+        elif system in ("turbo", "turbo-redis"):
+            from turbo_gevent.tokens import StreamSigner
+
+            cmd = [py, os.path.join(servers, "turbo.py"), "--port", str(self.port), "--secret", SECRET,
+                   "--send-timeout", str(send_timeout)]
+            if system == "turbo-redis":
+                cmd += ["--redis", redis.url]
+            path = "/turbo-stream?stream=" + StreamSigner(SECRET).sign("bench")
+        elif system == "turbo-flask":
+            cmd = [py, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "20000",
+                   "--backlog", "1024", "-b", f"127.0.0.1:{self.port}", "--chdir", servers,
+                   "--log-level", "warning", "turbo_flask_app:app"]
+            path = "/turbo-stream"
+        elif system == "websockets":
+            cmd = [py, os.path.join(servers, "websockets_asyncio.py"), "--port", str(self.port)]
+        else:
+            raise ValueError(f"unknown system {system!r}")
+        self.path = path
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(pinned(core) + cmd, stdout=self.stderr, stderr=self.stderr,
+                                     cwd=servers, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.first = self.stats()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{system} did not start:\n{self.output()}")
+                time.sleep(0.1)
+        self.pid = self.first["pid"]
+
+    def output(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")[-3000:]
+
+    def get(self, what: str, timeout: float = 30.0) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/_bench/" + what)
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            if response.status != 200:
+                raise RuntimeError(f"{what}: {response.status} {body}")
+            return body
+        finally:
+            conn.close()
+
+    def stats(self) -> dict:
+        return self.get("stats")
+
+    def broadcast(self, count: int, interval: float, seq: int) -> None:
+        self.get(f"broadcast?count={count}&interval={interval}&seq={seq}&size={SIZE}")
+
+    def wait_idle(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if not stats["busy"] or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.stderr.close()
+
+
+class Worker:
+    """One load generator process, driven over its stdin/stdout."""
+
+    def __init__(self, role: str, source: str, core: int | None) -> None:
+        self.role = role
+        self.proc = subprocess.Popen(
+            pinned(core) + [sys.executable, os.path.join(HERE, "loadgen.py"), "--role", role, "--source", source],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.clients = 0
+
+    def send(self, **msg: Any) -> None:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator ({self.role}) exited")
+        return json.loads(line)
+
+    def call(self, **msg: Any) -> dict:
+        self.send(**msg)
+        return self.receive()
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        try:
+            self.send(cmd="quit")
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Clients:
+    """Bulk and probe load generators; probes every ``stride``-th connection."""
+
+    def __init__(self, max_clients: int, stride: int, core: int | None) -> None:
+        n_bulk = max(1, math.ceil(max_clients / BULK_PER_PROCESS))
+        self.bulk = [Worker("bulk", f"127.0.0.{2 + i}", core) for i in range(n_bulk)]
+        self.probe = Worker("probe", "127.0.0.100", core)
+        self.workers = self.bulk + [self.probe]
+        self.stride = stride
+        self.total = 0
+        self.chunks = 0
+        self.failures: list = []
+
+    def connect(self, server: Server, size: int) -> int:
+        """Grow to ``size`` open clients; returns how many are open."""
+        where = dict(host="127.0.0.1", port=server.port, path=server.path)
+        while self.total < size:
+            n = min(self.stride, size - self.total)
+            bulk = self.bulk[self.chunks % len(self.bulk)]
+            self.chunks += 1
+            calls = [(self.probe, 1)] + ([(bulk, n - 1)] if n > 1 else [])
+            for worker, k in calls:
+                worker.send(cmd="connect", n=k, **where)
+            for worker, k in calls:
+                answer = worker.receive()
+                if answer["failed"]:
+                    self.failures.extend(answer["errors"])
+                worker.clients = answer["open"]
+            self.total += n
+        return sum(w.clients for w in self.workers)
+
+    def call_all(self, **msg: Any) -> list[dict]:
+        for worker in self.workers:
+            worker.send(**msg)
+        return [worker.receive() for worker in self.workers]
+
+    def mark(self) -> None:
+        self.call_all(cmd="mark", frame=FRAME)
+
+    def report(self, first: int, count: int, probes: bool = True) -> list[dict]:
+        workers = self.workers if probes else self.bulk
+        for worker in workers:
+            worker.send(cmd="report", frame=FRAME, first=first, count=count)
+        return [worker.receive() for worker in workers]
+
+    def wait_delivered(self, first: int, count: int, quiet: float = 1.0, limit: float = 30.0) -> None:
+        """Until the bulk clients miss nothing, or nothing arrived for ``quiet`` seconds."""
+        last_missing, last_change = None, time.monotonic()
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            missing = sum(r["missing"] for r in self.report(first, count, probes=False))
+            if missing == 0:
+                return
+            if missing != last_missing:
+                last_missing, last_change = missing, time.monotonic()
+            elif time.monotonic() - last_change > quiet:
+                return
+            time.sleep(0.05)
+
+    def cpu(self) -> float:
+        return sum(w.cpu() for w in self.workers)
+
+    def close(self) -> None:
+        self.call_all(cmd="close")
+        for worker in self.workers:
+            worker.clients = 0
+        self.total = 0
+        self.chunks = 0
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+# -- measuring ---------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """What one measured run of broadcasts gave."""
+
+    system: str
+    scenario: str
+    clients: int
+    round: int
+    count: int
+    latencies: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    lost: int = 0
+    delivered: int = 0
+    server_cpu: float = 0.0
+    extra_cpu: float = 0.0  # redis-server, for the Redis variant
+    loadgen_cpu: float = 0.0
+    elapsed: float = 0.0
+    rss_kib: int = 0
+    rss_idle_kib: int = 0
+    rss_start_kib: int = 0
+    fanout_s: float = 0.0
+    errors: int = 0
+    closed_by_server: int = 0
+    slow_drop_s: float | None = None
+    dropped_slow: int | None = None
+    rate: float = 0.0
+    target_rate: float = 0.0
+
+    @property
+    def cpu_per_msg_us(self) -> float:
+        return self.server_cpu / self.delivered * 1e6 if self.delivered else math.nan
+
+
+SEQ = [0]
+
+
+def measure(server: Server, clients: Clients, *, system: str, scenario: str, size: int, rnd: int,
+            count: int, interval: float, warmup: int, redis: Redis | None = None,
+            before: dict | None = None) -> Sample:
+    """Warm up, then ``count`` broadcasts; what the probes and the bulk clients saw."""
+    if warmup:
+        first = SEQ[0]
+        SEQ[0] += warmup
+        clients.mark()
+        server.broadcast(warmup, interval, first)
+        server.wait_idle(warmup * interval + 30)
+        clients.wait_delivered(first, warmup)
+    first = SEQ[0]
+    SEQ[0] += count
+    clients.mark()
+    stats0 = server.stats()
+    cpu0 = clients.cpu()
+    redis0 = redis.cpu() if redis else 0.0
+    t0 = time.monotonic()
+    server.broadcast(count, interval, first)
+    stats1 = server.wait_idle(count * interval + 60)
+    elapsed = time.monotonic() - t0
+    clients.wait_delivered(first, count)
+    reports = clients.report(first, count)
+    stats2 = server.stats()
+    sample = Sample(system, scenario, size, rnd, count)
+    sample.loadgen_cpu = clients.cpu() - cpu0
+    sample.elapsed = elapsed
+    sample.server_cpu = stats2["cpu"] - stats0["cpu"]
+    sample.extra_cpu = (redis.cpu() - redis0) if redis else 0.0
+    sample.rss_kib = stats2["rss_kib"]
+    sample.fanout_s = stats1.get("fanout_s", 0.0)
+    sample.errors = stats1.get("errors", 0)
+    sample.rate = count / stats1["elapsed"] if stats1.get("elapsed") else math.nan
+    healthy = 0
+    sent_at: dict[int, float] = {}
+    worst: dict[int, float] = {}
+    for report in reports:
+        sample.lost += report["missing"]
+        sample.closed_by_server += report["closed_by_server"]
+        healthy += report["clients"]
+        for seq, sent, latency in report.get("records", ()):
+            sample.latencies.append(latency)
+            sent_at[seq] = sent
+            if latency > worst.get(seq, -1.0):
+                worst[seq] = latency
+        if report["slow_reset_at"] is not None and report["slow_opened_at"] is not None:
+            sample.slow_drop_s = report["slow_reset_at"]
+    sample.delivered = healthy * count - sample.lost
+    bulk_done = [r["completions"] for r in reports if r["role"] == "bulk" and r["clients"]]
+    for i in range(count):
+        seq = first + i
+        if seq not in sent_at:
+            continue
+        last = worst.get(seq, 0.0)
+        for done in bulk_done:
+            if i < len(done):
+                last = max(last, done[i] - sent_at[seq])
+            else:
+                last = math.inf
+        sample.last.append(last)
+    if sample.slow_drop_s is not None and sent_at:
+        sample.slow_drop_s -= min(sent_at.values())
+    extra = stats2.get("extra") or {}
+    if "dropped_slow" in extra:
+        sample.dropped_slow = extra["dropped_slow"]
+    return sample
+
+
+# -- scenarios ---------------------------------------------------------------
+
+
+def run_fanout(system: str, args, rnd: int, cores, redis) -> list[Sample]:
+    sizes = sorted(args.sizes if system != "turbo-redis" else args.redis_sizes)
+    server = Server(system, cores[0], redis)
+    clients = Clients(max(sizes), args.stride, cores[1])
+    samples = []
+    try:
+        rss_start = server.stats()["rss_kib"]
+        for size in sizes:
+            t = time.monotonic()
+            open_now = clients.connect(server, size)
+            time.sleep(0.5)
+            stats = server.stats()
+            log(f"  {system}: {open_now}/{size} clients open in {time.monotonic() - t:.1f}s"
+                f" (server counts {stats['connections']}), RSS {stats['rss_kib'] / 1024:.0f} MiB")
+            if open_now < size:
+                log(f"  {system}: only {open_now} of {size} connected: {clients.failures[:3]}")
+                if open_now < 0.99 * size:
+                    samples.append(Sample(system, "fanout", size, rnd, 0, lost=-1, rss_kib=stats["rss_kib"],
+                                          rss_start_kib=rss_start, rss_idle_kib=stats["rss_kib"]))
+                    break
+            sample = measure(server, clients, system=system, scenario="fanout", size=size, rnd=rnd,
+                             count=args.count, interval=args.interval, warmup=args.warmup, redis=redis)
+            sample.rss_start_kib = rss_start
+            sample.rss_idle_kib = stats["rss_kib"]
+            samples.append(sample)
+            log(f"  {system} @ {size}: {brief(sample)}")
+    finally:
+        clients.close()
+        clients.stop()
+        server.stop()
+    return samples
+
+
+def run_saturation(system: str, args, rnd: int, cores, redis) -> list[Sample]:
+    server = Server(system, cores[0], redis)
+    clients = Clients(args.saturation_clients, args.stride, cores[1])
+    samples = []
+    try:
+        clients.connect(server, args.saturation_clients)
+        time.sleep(0.3)
+        measure(server, clients, system=system, scenario="warmup", size=args.saturation_clients, rnd=rnd,
+                count=args.warmup, interval=0.2, warmup=0)
+        rate = args.saturation_start
+        while rate <= args.saturation_max:
+            count = max(30, int(rate * args.saturation_seconds))
+            sample = measure(server, clients, system=system, scenario="saturation",
+                             size=args.saturation_clients, rnd=rnd, count=count, interval=1.0 / rate,
+                             warmup=0, redis=redis)
+            sample.target_rate = rate
+            samples.append(sample)
+            p95 = percentile(sample.latencies, 0.95)
+            ok = p95 <= 0.1 and sample.lost == 0 and sample.rate >= 0.9 * rate
+            log(f"  {system} @ {rate:.0f}/s: achieved {sample.rate:.0f}/s, p95 {p95 * 1000:.1f} ms,"
+                f" lost {sample.lost}, loadgen CPU {sample.loadgen_cpu / sample.elapsed:.0%}")
+            if not ok:
+                break
+            rate *= args.saturation_step
+            time.sleep(0.5)
+    finally:
+        clients.close()
+        clients.stop()
+        server.stop()
+    return samples
+
+
+def run_slow(system: str, args, rnd: int, cores, redis) -> list[Sample]:
+    samples = []
+    for with_slow in (False, True):
+        server = Server(system, cores[0], redis, send_timeout=args.send_timeout)
+        clients = Clients(args.slow_clients, args.stride, cores[1])
+        try:
+            if with_slow:
+                clients.probe.call(cmd="slow", rcvbuf=4096, host="127.0.0.1", port=server.port, path=server.path)
+            clients.connect(server, args.slow_clients)
+            time.sleep(0.3)
+            sample = measure(server, clients, system=system, scenario="slow" if with_slow else "healthy",
+                             size=args.slow_clients, rnd=rnd, count=args.slow_count,
+                             interval=1.0 / args.slow_rate, warmup=args.warmup)
+            samples.append(sample)
+            log(f"  {system} {'with' if with_slow else 'without'} a slow client: {brief(sample)}"
+                + (f", slow client reset after {sample.slow_drop_s}" if with_slow else ""))
+        finally:
+            clients.close()
+            clients.stop()
+            server.stop()
+    return samples
+
+
+def brief(s: Sample) -> str:
+    return (f"p50 {percentile(s.latencies, .5) * 1000:.1f} ms, p95 {percentile(s.latencies, .95) * 1000:.1f} ms,"
+            f" last {percentile(s.last, .5) * 1000:.1f} ms, lost {s.lost}, {s.cpu_per_msg_us:.1f} µs CPU/msg,"
+            f" loadgen CPU {s.loadgen_cpu / max(s.elapsed, 1e-9):.0%}")
+
+
+# -- the report ----------------------------------------------------------------
+
+
+def ms(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return "∞"
+    return f"{value * 1000:.1f}"
+
+
+def ratio(value: float, floor: float) -> str:
+    if not floor or math.isnan(value) or math.isnan(floor) or math.isinf(value):
+        return ""
+    return f" ({value / floor:.2f}×)"
+
+
+def group(samples: list[Sample], **where) -> list[Sample]:
+    return [s for s in samples if all(getattr(s, k) == v for k, v in where.items())]
+
+
+def pooled(samples: list[Sample]) -> dict:
+    lat = [x for s in samples for x in s.latencies]
+    last = [x for s in samples for x in s.last]
+    cpu = [s.cpu_per_msg_us for s in samples if s.delivered]
+    return {
+        "p50": percentile(lat, .5), "p95": percentile(lat, .95), "p99": percentile(lat, .99),
+        "last_p50": percentile(last, .5), "last_max": max(last) if last else math.nan,
+        "lost": sum(s.lost for s in samples if s.lost > 0),
+        "sent": sum(s.delivered + max(s.lost, 0) for s in samples),
+        "cpu": statistics.median(cpu) if cpu else math.nan,
+        "cpu_min": min(cpu) if cpu else math.nan, "cpu_max": max(cpu) if cpu else math.nan,
+        "p95_rounds": [percentile(s.latencies, .95) for s in samples],
+        "rss": max(s.rss_kib for s in samples) if samples else 0,
+        "loadgen": max((s.loadgen_cpu / s.elapsed for s in samples if s.elapsed), default=math.nan),
+        "broadcasts": sum(s.count for s in samples),
+        "failed": any(s.lost < 0 for s in samples),
+        "fanout_ms": statistics.median([s.fanout_s / s.count * 1000 for s in samples if s.count]) if samples else math.nan,
+    }
+
+
+def report(samples: list[Sample], args, machine: str, took: float) -> str:
+    out = []
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out.append(f"# Fan-out benchmark, {now}\n")
+    out.append(f"{machine}. Command: `{' '.join(['python', 'benchmarks/run.py'] + sys.argv[1:])}`, "
+               f"{args.rounds} round(s), systems alternating, {took / 60:.1f} min.\n")
+    fan = group(samples, scenario="fanout")
+    if fan:
+        out.append(f"## Fan-out: one {SIZE}-byte fragment every {args.interval:g} s\n")
+        out.append(f"{args.count} measured broadcasts per run after {args.warmup} discarded, pooled over the rounds. "
+                   "Latency is per recipient (send time in the payload to arrival at a probe client); "
+                   "*last* is the time until the last of all clients had a broadcast (median and worst); "
+                   "CPU is the server process's own user+system time per delivered message (median of the rounds, "
+                   "ratio to the floor's in brackets); RSS at the end of the run.\n")
+        out.append("| clients | system | p50 ms | p95 ms | p99 ms | last p50 ms | last max ms | lost | CPU µs/msg | RSS MiB | loadgen CPU |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        sizes = sorted({s.clients for s in fan})
+        for size in sizes:
+            floor = pooled(group(fan, system="floor", clients=size))
+            for system in args.systems:
+                got = group(fan, system=system, clients=size)
+                if not got:
+                    continue
+                p = pooled(got)
+                if p["failed"]:
+                    out.append(f"| {size} | {LABELS[system]} | could not connect {size} clients | | | | | | | {p['rss'] / 1024:.0f} | |")
+                    continue
+                vs = system != "floor"
+                out.append(
+                    f"| {size} | {LABELS[system]} | {ms(p['p50'])} | {ms(p['p95'])}{ratio(p['p95'], floor['p95']) if vs else ''} | "
+                    f"{ms(p['p99'])} | {ms(p['last_p50'])} | {ms(p['last_max'])} | {p['lost']}/{p['sent']} | "
+                    f"{p['cpu']:.1f}{ratio(p['cpu'], floor['cpu']) if vs else ''} | {p['rss'] / 1024:.0f} | {p['loadgen']:.0%} |")
+        out.append("")
+        big = max(sizes)
+        out.append(f"### Memory per idle connection at {big} clients\n")
+        out.append("(RSS with every client connected and idle − RSS before the first client) ÷ clients.\n")
+        out.append("| system | RSS before MiB | RSS idle MiB | KiB per connection |")
+        out.append("|---|---:|---:|---:|")
+        for system in args.systems:
+            got = [s for s in group(fan, system=system, clients=big)]
+            if not got:
+                continue
+            per = [(s.rss_idle_kib - s.rss_start_kib) / big for s in got]
+            s = got[0]
+            out.append(f"| {LABELS[system]} | {s.rss_start_kib / 1024:.0f} | {s.rss_idle_kib / 1024:.0f} | {statistics.median(per):.1f} |")
+        out.append("")
+        spread = []
+        for size in sizes:
+            for system in args.systems:
+                got = group(fan, system=system, clients=size)
+                if len(got) > 1 and not pooled(got)["failed"]:
+                    rounds = ", ".join(ms(x) for x in pooled(got)["p95_rounds"])
+                    cpus = ", ".join(f"{s.cpu_per_msg_us:.1f}" for s in got)
+                    spread.append(f"| {size} | {LABELS[system]} | {rounds} | {cpus} |")
+        if spread:
+            out.append("### Round to round\n")
+            out.append("| clients | system | p95 ms per round | CPU µs/msg per round |")
+            out.append("|---:|---|---|---|")
+            out.extend(spread)
+            out.append("")
+        redis = group(fan, system="turbo-redis")
+        if redis:
+            out.append("### Redis broker vs in-process hub\n")
+            out.append("| clients | p50 in-process ms | p50 Redis ms | Redis adds ms | redis-server CPU µs/broadcast |")
+            out.append("|---:|---:|---:|---:|---:|")
+            for size in sorted({s.clients for s in redis}):
+                a = pooled(group(fan, system="turbo", clients=size))
+                b = pooled(group(redis, clients=size))
+                rs = group(redis, clients=size)
+                per_b = statistics.median([s.extra_cpu / s.count * 1e6 for s in rs if s.count])
+                out.append(f"| {size} | {ms(a['p50'])} | {ms(b['p50'])} | {ms(b['p50'] - a['p50'])} | {per_b:.0f} |")
+            out.append("")
+    sat = group(samples, scenario="saturation")
+    if sat:
+        n = sat[0].clients
+        out.append(f"## Saturation: broadcasts per second to {n} clients\n")
+        out.append("The rate was raised step by step; a step passes when p95 ≤ 100 ms, nothing is lost and the "
+                   "server keeps at least 90% of the asked rate. *Sustained* is the last step that passed (the "
+                   "achieved rate); *first failing step* shows why the next one did not.\n")
+        out.append("| system | sustained broadcasts/s | = messages/s | p95 there ms | CPU µs/msg there | first failing step | loadgen CPU max |")
+        out.append("|---|---:|---:|---:|---:|---|---:|")
+        for system in args.systems:
+            got = group(sat, system=system)
+            if not got:
+                continue
+            passed = [s for s in got if ok_step(s)]
+            failing = next((s for s in got if not ok_step(s)), None)
+            best = passed[-1] if passed else None
+            fail = "none" if failing is None else (
+                f"asked {failing.target_rate:.0f}/s: got {failing.rate:.0f}/s, p95 {ms(percentile(failing.latencies, .95))} ms, lost {failing.lost}")
+            lg = max(s.loadgen_cpu / s.elapsed for s in got if s.elapsed)
+            if best:
+                out.append(f"| {LABELS[system]} | {best.rate:.0f} | {best.rate * n:,.0f} | {ms(percentile(best.latencies, .95))} | "
+                           f"{best.cpu_per_msg_us:.1f} | {fail} | {lg:.0%} |")
+            else:
+                out.append(f"| {LABELS[system]} | < {got[0].target_rate:.0f} | | | | {fail} | {lg:.0%} |")
+        out.append("")
+    slow = [s for s in samples if s.scenario in ("healthy", "slow")]
+    if slow:
+        s0 = slow[0]
+        out.append(f"## One client that stops reading, among {s0.clients} healthy ones\n")
+        out.append(f"{s0.count} broadcasts at {args.slow_rate:g}/s; the extra client has a 4 KiB receive buffer and "
+                   f"never reads. Latency of the healthy clients only; turbo_gevent's send_timeout is {args.send_timeout:g} s.\n")
+        out.append("| system | healthy p95 ms alone | with the slow client | change | max ms alone | max with | healthy lost with | slow client dropped after |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        for system in args.systems:
+            a = group(slow, system=system, scenario="healthy")
+            b = group(slow, system=system, scenario="slow")
+            if not a or not b:
+                continue
+            pa, pb = pooled(a), pooled(b)
+            maxa = max((x for s in a for x in s.latencies), default=math.nan)
+            maxb = max((x for s in b for x in s.latencies), default=math.nan)
+            drops = [s.slow_drop_s for s in b]
+            drop = ", ".join("never" if d is None else f"{d:.1f} s" for d in drops)
+            change = f"{(pb['p95'] / pa['p95'] - 1) * 100:+.0f}%" if pa["p95"] and not math.isnan(pb["p95"]) else "–"
+            out.append(f"| {LABELS[system]} | {ms(pa['p95'])} | {ms(pb['p95'])} | {change} | {ms(maxa)} | {ms(maxb)} | "
+                       f"{pb['lost']}/{pb['sent']} | {drop} |")
+        out.append("")
+    out.append(targets(samples, args))
+    return "\n".join(out)
+
+
+def ok_step(s: Sample) -> bool:
+    return percentile(s.latencies, .95) <= 0.1 and s.lost == 0 and s.rate >= 0.9 * s.target_rate
+
+
+def targets(samples: list[Sample], args) -> str:
+    """turbo_gevent against the targets, as far as this run measured them."""
+    lines = ["## turbo_gevent against its targets\n", "| target | measured | met |", "|---|---|---|"]
+    fan = group(samples, scenario="fanout")
+    sizes = sorted({s.clients for s in fan})
+
+    def row(what, measured, met):
+        lines.append(f"| {what} | {measured} | {'yes' if met else 'no'} |")
+
+    if fan and group(fan, system="turbo") and group(fan, system="floor"):
+        big = max(s.clients for s in group(fan, system="turbo"))
+        t, f = pooled(group(fan, system="turbo", clients=big)), pooled(group(fan, system="floor", clients=big))
+        if not t["failed"] and not f["failed"]:
+            r = t["p95"] / f["p95"]
+            row(f"p95 at {big} within 1.25× the floor's, nothing lost",
+                f"{ms(t['p95'])} vs {ms(f['p95'])} ms = {r:.2f}×, lost {t['lost']}", r <= 1.25 and t["lost"] == 0)
+            r = t["cpu"] / f["cpu"]
+            row(f"server CPU per message within 1.1× the floor's (at {big})",
+                f"{t['cpu']:.1f} vs {f['cpu']:.1f} µs = {r:.2f}×", r <= 1.1)
+            got = group(fan, system="turbo", clients=big)
+            per = statistics.median([(s.rss_idle_kib - s.rss_start_kib) / big for s in got])
+            row(f"≤ 12 KiB RSS per idle connection (at {big})", f"{per:.1f} KiB", per <= 12)
+            conns = big if t["lost"] == 0 else 0
+            row("10k connections in one process", f"{big} connected and served", big >= 10000 and conns)
+    slow = [s for s in samples if s.scenario in ("healthy", "slow") and s.system == "turbo"]
+    if slow:
+        a, b = pooled([s for s in slow if s.scenario == "healthy"]), pooled([s for s in slow if s.scenario == "slow"])
+        maxb = max((x for s in slow if s.scenario == "slow" for x in s.latencies), default=math.nan)
+        drops = [s.slow_drop_s for s in slow if s.scenario == "slow"]
+        change = pb = b["p95"] / a["p95"] - 1
+        row("a non-reading client raises the others' p95 by ≤ 10%",
+            f"{ms(a['p95'])} → {ms(b['p95'])} ms ({change * 100:+.0f}%)", pb <= 0.10)
+        row("… their max stays < 1 s", f"{ms(maxb)} ms", maxb < 1)
+        dropped = [d for d in drops if d is not None]
+        row(f"… and it is dropped within send_timeout ({args.send_timeout:g} s of its stall)",
+            ", ".join("never" if d is None else f"{d:.1f} s after the first broadcast" for d in drops),
+            len(dropped) == len(drops) and all(d <= args.send_timeout + args.slow_stall_allowance for d in dropped))
+    redis = group(fan, system="turbo-redis")
+    if redis:
+        size = min(s.clients for s in redis)
+        a, b = pooled(group(fan, system="turbo", clients=size)), pooled(group(redis, clients=size))
+        add = b["p50"] - a["p50"]
+        row(f"Redis adds ≤ 5 ms to p50 at {size}", f"{ms(add)} ms ({ms(a['p50'])} → {ms(b['p50'])})", add <= 0.005)
+    return "\n".join(lines) + "\n"
+
+
+# -- main ------------------------------------------------------------------------
+
+
+def machine_line(cores) -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    pin = (f"server pinned to CPU {cores[0]}, load generator to CPU {cores[1]}" if cores[0] is not None
+           else "not pinned (fewer than 2 CPUs)")
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}; {pin}")
+
+
+def available(system: str) -> str | None:
+    """Why a system cannot run here, or None."""
+    import importlib.util
+
+    needs = {
+        "turbo-redis": ["redis"],
+        "turbo-flask": ["turbo_flask", "flask_sock", "gunicorn"],
+        "websockets": ["websockets"],
+        "turbo": ["turbo_gevent"],
+    }.get(system, [])
+    for module in needs:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install -r benchmarks/requirements.txt)"
+    if system == "turbo-redis" and shutil.which("redis-server") is None:
+        return "redis-server is not installed"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fan-out benchmark of turbo_gevent and other stacks.")
+    parser.add_argument("--smoke", action="store_true", help="200 clients, a few seconds a system (CI)")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--scenarios", nargs="+", choices=("fanout", "saturation", "slow"),
+                        default=["fanout", "saturation", "slow"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--redis-sizes", type=int, nargs="+", default=[1000],
+                        help="client counts for turbo-redis (the hub's cost is compared at 1k)")
+    parser.add_argument("--count", type=int, default=30, help="measured broadcasts per run")
+    parser.add_argument("--warmup", type=int, default=3, help="discarded broadcasts before each run")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between fan-out broadcasts")
+    parser.add_argument("--stride", type=int, default=25, help="every n-th connection is a probe")
+    parser.add_argument("--saturation-clients", type=int, default=1000)
+    parser.add_argument("--saturation-start", type=float, default=20.0)
+    parser.add_argument("--saturation-step", type=float, default=1.4)
+    parser.add_argument("--saturation-max", type=float, default=5000.0)
+    parser.add_argument("--saturation-seconds", type=float, default=2.0)
+    parser.add_argument("--saturation-rounds", type=int, default=1)
+    parser.add_argument("--slow-clients", type=int, default=1000)
+    parser.add_argument("--slow-count", type=int, default=300)
+    parser.add_argument("--slow-rate", type=float, default=20.0)
+    parser.add_argument("--slow-rounds", type=int, default=1)
+    parser.add_argument("--slow-systems", nargs="+", choices=SYSTEMS, default=["turbo", "websockets"])
+    parser.add_argument("--send-timeout", type=float, default=10.0, help="turbo_gevent's send_timeout")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the report")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.redis_sizes = [200], [200]
+        args.rounds, args.count, args.warmup, args.interval, args.stride = 1, 10, 2, 0.1, 5
+        args.saturation_clients, args.saturation_start, args.saturation_step = 200, 50.0, 4.0
+        args.saturation_max, args.saturation_seconds = 800.0, 0.5
+        args.slow_clients, args.slow_count, args.slow_rate, args.send_timeout = 200, 40, 20.0, 1.0
+        args.slow_systems = ["turbo"]
+    args.slow_stall_allowance = max(2.0, 256 / args.slow_rate)  # time to fill its buffers first
+    cpus = sorted(os.sched_getaffinity(0))
+    cores = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    skipped = {}
+    for system in list(args.systems):
+        why = available(system)
+        if why:
+            skipped[system] = why
+            args.systems.remove(system)
+            log(f"skipping {system}: {why}")
+    started = time.monotonic()
+    samples: list[Sample] = []
+    redis = Redis(cores[0]) if "turbo-redis" in args.systems else None
+    try:
+        plan = []
+        if "fanout" in args.scenarios:
+            for rnd in range(args.rounds):
+                order = args.systems[rnd % len(args.systems):] + args.systems[:rnd % len(args.systems)]
+                plan += [(run_fanout, s, rnd) for s in order]
+        if "saturation" in args.scenarios:
+            for rnd in range(args.saturation_rounds):
+                plan += [(run_saturation, s, rnd) for s in args.systems]
+        if "slow" in args.scenarios:
+            for rnd in range(args.slow_rounds):
+                plan += [(run_slow, s, rnd) for s in args.systems if s in args.slow_systems]
+        for i, (scenario, system, rnd) in enumerate(plan):
+            log(f"[{i + 1}/{len(plan)}] {scenario.__name__[4:]} {system}, round {rnd + 1}"
+                f" ({(time.monotonic() - started) / 60:.1f} min)")
+            samples += scenario(system, args, rnd, cores, redis)
+    finally:
+        if redis is not None:
+            redis.stop()
+    text = report(samples, args, machine_line(cores), time.monotonic() - started)
+    if skipped:
+        text += "\nSkipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + "\n"
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    name = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "") + ".md"
+    path = os.path.join(args.out, name)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    log(f"written to {os.path.relpath(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

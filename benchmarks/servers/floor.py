@@ -1,0 +1,96 @@
+"""The floor: the least a gevent server can do to fan a message out.
+
+A raw WebSocket handshake (no checks), the frame encoded once per broadcast,
+then ``sendall`` to every socket in connection order from the broadcasting
+greenlet. No queues, no timeouts, no keepalive, no slow-client handling: one
+client that stops reading blocks every broadcast after it. It is what the
+other systems' costs are measured against, not a server to deploy.
+
+    python benchmarks/servers/floor.py --port 8000
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import struct  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+from control import PREFIX, Control, http_response, raise_nofile, run_blocking  # noqa: E402
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+clients: dict = {}  # insertion-ordered set of sockets
+
+
+def encode(message: str) -> bytes:
+    data = message.encode()
+    n = len(data)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + data
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + data
+    return struct.pack("!BBQ", 0x81, 127, n) + data
+
+
+def broadcast(message: str) -> None:
+    frame = encode(message)
+    for sock in list(clients):
+        try:
+            sock.sendall(frame)
+        except OSError:
+            pass
+
+
+control = Control(broadcast, lambda: len(clients))
+
+
+def handle(sock, address) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    target = head[0].split(" ")[1]
+    if target.startswith(PREFIX):
+        status, body, run = control.answer(target)
+        if run is not None:
+            gevent.spawn(run_blocking, control, run)
+        sock.sendall(http_response(status, body))
+        return
+    key = b""
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "sec-websocket-key":
+            key = value.strip().encode()
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    clients[sock] = None
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        clients.pop(sock, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    raise_nofile()
+    StreamServer(("127.0.0.1", args.port), handle, backlog=1024).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
