@@ -44,7 +44,10 @@ def build():
 
     holder = {}
 
-    @Request.application
+    class TestRequest(Request):
+        max_form_memory_size = None  # the tests broadcast fragments of a megabyte and more
+
+    @TestRequest.application
     def app(request):
         middleware = holder["middleware"]
         if request.path == "/_test/broadcast" and request.method == "POST":
