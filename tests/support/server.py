@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_SECRET = "test-secret"
 
 
-def wait_for(predicate, timeout=10.0, interval=0.02, message="condition"):
+def wait_for(predicate, timeout=10.0, message="condition", interval=0.02):
     """Poll ``predicate`` until it returns a true value; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
