@@ -26,6 +26,10 @@ on stdout:
 ``{"cmd": "slow", "rcvbuf": BYTES, ...connect fields}``
     open one client with that receive buffer that never reads; its reset by
     the server is timed.
+``{"cmd": "batch", "seconds": S}``
+    a bulk process sleeps S seconds after each wake-up, so that each read
+    takes several messages at once (for rates the process could not follow
+    one message at a time); 0, the default, reads as soon as data arrives.
 ``{"cmd": "close"}``
     reset every client (RST, no TIME_WAIT).
 ``{"cmd": "quit"}``
@@ -101,6 +105,7 @@ class Loadgen:
         self.stdin_buf = b""
         self.epoll.register(self.stdin.fileno(), _IN)
         self.reply_when_connected = False
+        self.batch = 0.0
 
     # -- commands --------------------------------------------------------
 
@@ -143,6 +148,9 @@ class Loadgen:
             self.open = 0
             self.slow_client = None
             self.reply({"closed": True})
+        elif cmd == "batch":
+            self.batch = msg["seconds"]
+            self.reply({"batch": self.batch})
         elif cmd == "quit":
             return False
         return True
@@ -346,7 +354,10 @@ class Loadgen:
         clients = self.clients
         poll = self.epoll.poll
         while True:
-            for fd, events in poll(1.0, 4096):
+            ready = poll(1.0, 4096)
+            if self.batch and len(ready) > 1:
+                time.sleep(self.batch)
+            for fd, events in ready:
                 if fd == stdin_fd:
                     chunk = os.read(stdin_fd, 65536)
                     if not chunk:
