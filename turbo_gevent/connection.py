@@ -169,11 +169,14 @@ class Connection:
 
         A peer that does not reply within ``close_timeout`` is cut off.
         """
+        self._start_closing(code, reason, logging.INFO)
+
+    def _start_closing(self, code: int, reason: str, abort_level: int) -> None:
         if self.closed or self._protocol.state is not State.OPEN:
             return
         self._protocol.send_close(code, reason)
         self._flush_protocol()
-        gevent.spawn_later(self.settings.close_timeout, self._abort, "no close reply")
+        gevent.spawn_later(self.settings.close_timeout, self._abort, "no close reply", abort_level)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection has ended; returns whether it has."""
@@ -355,7 +358,8 @@ class Connection:
 
     def _close_now(self, code: int, reason: str, why: str) -> None:
         log.info("closing %s: %s", self.peer, why)
-        self.close(code, reason)
+        # that line tells the story: cutting off a silent peer later is a detail
+        self._start_closing(code, reason, logging.DEBUG)
 
     def _end(self) -> None:
         """Write what is queued, then shut the socket (the server closes TCP first)."""
@@ -370,10 +374,10 @@ class Connection:
         except OSError:
             pass
 
-    def _abort(self, why: str) -> None:
+    def _abort(self, why: str, level: int = logging.INFO) -> None:
         if self._closed:
             return
-        log.info("connection with %s ended: %s", self.peer, why)
+        log.log(level, "connection with %s ended: %s", self.peer, why)
         self._reset(slow=False)
 
     def _reset(self, *, slow: bool) -> None:
