@@ -62,4 +62,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
             leftover = self.rfile.read(len(buffered)) if buffered else b""
         finally:
             self.socket.settimeout(None)
+        # The read buffer (8 KiB) is not needed any more: the connection reads
+        # the socket directly. Closing it leaves the socket open.
+        self.rfile.close()
         return self.socket, leftover

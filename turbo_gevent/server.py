@@ -49,10 +49,13 @@ def make_server(app: Callable, bind: str = "127.0.0.1:8000", **options: Any) -> 
     """A gevent ``WSGIServer`` for ``app`` that can upgrade to WebSocket.
 
     ``options`` go to ``WSGIServer`` (``log``, ``error_log``, ``spawn``,
-    ``backlog``, ``certfile``/``keyfile``...); ``handler_class`` defaults to
-    :class:`~turbo_gevent.handler.WebSocketHandler`.
+    ``backlog`` [2048], ``certfile``/``keyfile``...); ``handler_class``
+    defaults to :class:`~turbo_gevent.handler.WebSocketHandler`.
     """
     options.setdefault("handler_class", WebSocketHandler)
+    # Pages reconnect all at once after a deploy: gevent's default backlog of
+    # 50 would refuse most of them. 2048 is gunicorn's default too.
+    options.setdefault("backlog", 2048)
     return WSGIServer(parse_bind(bind), app, **options)
 
 
