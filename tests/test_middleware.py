@@ -187,3 +187,12 @@ def test_viewer_is_identify_as_str_and_called_once():
 def test_bad_settings_fail_at_construction(options, error):
     with pytest.raises(error):
         make(**options)
+
+
+@pytest.mark.parametrize("headers", [{}, {**UPGRADE, "Sec-WebSocket-Version": "8"}])
+def test_426_names_the_upgrade_it_needs_and_ends_the_connection(headers):
+    response = Client(make()).get("/turbo-stream", headers=headers)
+    assert response.status_code == 426
+    assert response.headers["Upgrade"] == "websocket"
+    assert response.headers["Sec-WebSocket-Version"] == "13"
+    assert response.headers["Connection"] == "Upgrade, close"

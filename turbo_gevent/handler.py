@@ -15,6 +15,7 @@ import re
 import socket
 
 from gevent.pywsgi import WSGIHandler
+from werkzeug.http import parse_list_header
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 
 __all__ = ["WebSocketHandler", "HANDLER_KEY"]
@@ -39,6 +40,14 @@ class WebSocketHandler(_GeventWebSocketHandler):
 
     def format_request(self) -> str:
         return redact_tokens(super().format_request())
+
+    def start_response(self, status, headers, exc_info=None):
+        # pywsgi ends the connection only for "Connection: close" exactly; a
+        # refusal that also names an upgrade says "Connection: Upgrade, close".
+        for name, value in headers:
+            if name.lower() == "connection" and "close" in parse_list_header(value.lower()):
+                self.close_connection = True
+        return super().start_response(status, headers, exc_info)
 
     def run_application(self) -> None:
         self.environ[HANDLER_KEY] = self

@@ -63,13 +63,13 @@ def check_handshake(environ: dict) -> Refusal | None:
         return Refusal(
             426,
             "this endpoint only speaks WebSocket",
-            (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", WEBSOCKET_VERSION)),
+            (("Upgrade", "websocket"), ("Sec-WebSocket-Version", WEBSOCKET_VERSION)),
         )
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != WEBSOCKET_VERSION:
         return Refusal(
             426,
             "unsupported WebSocket version: 13 is required",
-            (("Sec-WebSocket-Version", WEBSOCKET_VERSION),),
+            (("Upgrade", "websocket"), ("Sec-WebSocket-Version", WEBSOCKET_VERSION)),
         )
     key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
     try:

@@ -276,8 +276,7 @@ class TurboStreams:
         try:
             _, leftover = handler.switch_protocols(accept_headers(environ))
         except OSError as exc:
-            log.info("connection with %s lost during the handshake: %s", peer, exc)
-            connection._abort("handshake failed")
+            connection._abort(f"lost during the handshake: {exc}")
             return
         log.debug("%s connected, streams=%s user=%s", peer, streams, user_id)
         connection.run(leftover)
@@ -303,7 +302,9 @@ def _plain(status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) ->
     response = Response(reason + "\n", status=status, mimetype="text/plain")
     for name, value in headers:
         response.headers[name] = value
-    response.headers["Connection"] = "close"
+    # The connection ends after a refusal; a 426 still names the upgrade it
+    # needs (RFC 9110 7.8): "Connection: Upgrade, close".
+    response.headers["Connection"] = "Upgrade, close" if "Upgrade" in response.headers else "close"
     return response
 
 
