@@ -2,6 +2,10 @@
 
 Two pages, as two people, open the chat; a message sent through the form of
 one shows in both, applied by Turbo from the WebSocket stream, with no reload.
+A private note shows in every tab of its sender and in nobody else's. Under
+gunicorn with two workers and Redis, two pages whose WebSockets are served by
+different workers see each other's messages, and both workers show the same
+history.
 
 Needs Debian's Chromium (``/usr/bin/chromium``, or ``CHROMIUM``), Python
 Playwright (never ``playwright install``: it launches the system browser),
@@ -16,13 +20,20 @@ import os
 import re
 import shutil
 import subprocess
+import signal
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import ServerProcess
+from tests.redis_server import running_redis
+from tests.support.server import ROOT, ServerProcess
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 TURBO_VERSION = "8.0.23"
@@ -37,7 +48,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TIMEOUT_MS = 10_000
+# Generous: the machines running these tests may be busy (two cores).
+TIMEOUT_MS = 20_000
+SECRET = "browser-test-secret"
 
 
 def unavailable(reason: str):
@@ -98,21 +111,119 @@ def browser():
             browser.close()
 
 
+def unique(text: str) -> str:
+    return f"{text} {uuid.uuid4().hex[:8]}"
+
+
+# -- the chat, served -----------------------------------------------------------
+
+
 @pytest.fixture
 def chat(turbo_js):
-    """The chat example in a real ``turbo-gevent`` process."""
-    env = {"TURBO_JS_PATH": str(turbo_js), "TURBO_SECRET": "browser-test-secret"}
+    """The chat example in a real ``turbo-gevent`` process, history in memory."""
+    # Empty, not absent: a REDIS_URL that tox passes through must not reach it.
+    env = {"TURBO_JS_PATH": str(turbo_js), "TURBO_SECRET": SECRET, "REDIS_URL": "", "CHAT_DEBUG": ""}
     with ServerProcess("examples.chat.app:app", env=env) as server:
         yield server
 
 
-class Person:
-    """One person: a fresh browser context (own cookies) with the chat open."""
+class GunicornChat:
+    """The chat example under gunicorn: turbo_gevent workers sharing one Redis.
 
-    def __init__(self, browser, url: str):
-        self.context = browser.new_context()
-        self.context.set_default_timeout(TIMEOUT_MS)
-        self.page = self.context.new_page()
+    Answers ``url``, ``post`` and ``stderr`` as :class:`ServerProcess` does,
+    and ``debug()`` with the example's ``/_debug/connections`` of whichever
+    worker accepted the request.
+    """
+
+    def __init__(self, env: dict, workers: int = 2):
+        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-chat-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "-k", "turbo_gevent.worker.Worker", "-w", str(workers),
+                "--bind", "127.0.0.1:0", "--graceful-timeout", "5",
+                "--access-logfile", "-", "--access-logformat", 'pid=%(p)s "%(r)s" %(s)s',
+                "--error-logfile", "-", "examples.chat.app:app",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self.port = int(self._wait(r"Listening at: http://127\.0\.0\.1:(\d+)")[0])
+            self.pids = {int(pid) for pid in self._wait(r"Booting worker with pid: (\d+)", count=workers)}
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _wait(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.findall(pattern, self.stderr())
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn: found {len(found)} of {count} {pattern!r}\n{self.stderr()}")
+            time.sleep(0.05)
+
+    def post(self, path: str, **form) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode()
+        try:
+            with urllib.request.urlopen(self.url + path, data=data, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def debug(self) -> dict:
+        """One sample: a new TCP connection, accepted by any of the workers."""
+        with urllib.request.urlopen(self.url + "/_debug/connections", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stderr(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.unlink(self._log.name)
+
+
+@pytest.fixture
+def redis_server():
+    yield from running_redis()
+
+
+@pytest.fixture
+def gunicorn_chat(turbo_js, redis_server):
+    """The chat example under gunicorn, two workers, history and broadcasts in Redis."""
+    pytest.importorskip("gunicorn")
+    env = {
+        "TURBO_JS_PATH": str(turbo_js),
+        "TURBO_SECRET": SECRET,  # the same in both workers: a page may connect to either
+        "REDIS_URL": redis_server.url,
+        "CHAT_DEBUG": "1",
+    }
+    server = GunicornChat(env, workers=2)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- people and their tabs ------------------------------------------------------
+
+
+class Tab:
+    """One page of the chat in a person's browser context."""
+
+    def __init__(self, context, url: str):
+        self.page = context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         self.page.on(
@@ -127,20 +238,56 @@ class Person:
     def messages(self, text: str):
         return self.page.locator("#messages .message", has_text=text)
 
+    def notes(self, text: str):
+        return self.page.locator("#messages .message.private", has_text=text)
+
     def has_message(self, text: str) -> bool:
         return self.messages(text).count() > 0
 
     def same_document(self) -> bool:
         return self.page.evaluate("window.sameDocument === true")
 
+    def send(self, text: str, *, name: str | None = None, private: bool = False) -> None:
+        """Fill in the form and press Send, as a person would."""
+        if name is not None:
+            self.page.fill("input[name=name]", name)
+        self.page.fill("input[name=text]", text)
+        checkbox = self.page.locator("input[name=private]")
+        if private:
+            checkbox.check()
+        elif checkbox.count():
+            checkbox.uncheck()
+        self.page.click("button[type=submit]")
+
+
+class Person:
+    """One person: a fresh browser context (own cookies) with tabs on the chat."""
+
+    def __init__(self, browser, url: str, name: str | None = None):
+        self.url = url
+        self.name = name
+        self.context = browser.new_context()
+        self.context.set_default_timeout(TIMEOUT_MS)
+        if name is not None:  # as if they had posted under this name before
+            self.context.add_cookies([{"name": "user", "value": name, "url": url}])
+        self.tabs: list[Tab] = []
+
+    def open(self) -> Tab:
+        self.tabs.append(Tab(self.context, self.url))
+        return self.tabs[-1]
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for tab in self.tabs for error in tab.errors]
+
     def close(self):
         self.context.close()
 
 
-def wait_until_listening(server: ServerProcess, people: list[Person], timeout: float = 15.0) -> None:
-    """Post probe messages until one has reached every page through its stream.
+def wait_until_listening(server, tabs: list[Tab], timeout: float = 30.0) -> None:
+    """Post probe messages until one has reached every tab through its stream.
 
-    A page has no "connected" signal; the pages were loaded before the first
+    A page has no "connected" signal; the tabs were loaded before the first
     probe was posted, so a probe that shows in one came over its WebSocket.
     """
     marker = f"probe-{uuid.uuid4().hex[:8]}"
@@ -150,16 +297,19 @@ def wait_until_listening(server: ServerProcess, people: list[Person], timeout: f
         attempt += 1
         status, _ = server.post("/messages", name="probe", text=f"{marker}-{attempt}")
         assert status == 200, f"posting a probe answered {status}"
-        settle = time.monotonic() + 0.5
+        settle = time.monotonic() + 1.0
         while time.monotonic() < settle:
-            if all(person.has_message(marker) for person in people):
+            if all(tab.has_message(marker) for tab in tabs):
                 return
             time.sleep(0.05)
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"no probe reached every page within {timeout}s "
-                f"({[person.has_message(marker) for person in people]})\n{server.stderr()}"
+                f"no probe reached every tab within {timeout}s "
+                f"({[tab.has_message(marker) for tab in tabs]})\n{server.stderr()}"
             )
+
+
+# -- one process ----------------------------------------------------------------
 
 
 def test_a_message_posted_in_one_page_shows_in_every_page(browser, chat):
@@ -168,34 +318,164 @@ def test_a_message_posted_in_one_page_shows_in_every_page(browser, chat):
     alice = Person(browser, chat.url + "/")
     bob = Person(browser, chat.url + "/")
     try:
-        for person in (alice, bob):
-            src = person.page.locator("turbo-stream-source").get_attribute("src")
+        alice_tab, bob_tab = alice.open(), bob.open()
+        for tab in (alice_tab, bob_tab):
+            src = tab.page.locator("turbo-stream-source").get_attribute("src")
             assert re.fullmatch(rf"ws://127\.0\.0\.1:{chat.port}/turbo-stream\?stream=[\w.\-]+", src), src
 
-        wait_until_listening(chat, [alice, bob])
+        wait_until_listening(chat, [alice_tab, bob_tab])
 
-        text = f"Hello <b>Bob</b> & all {uuid.uuid4().hex[:6]}"
-        alice.page.fill("input[name=name]", "Alice")
-        alice.page.fill("input[name=text]", text)
-        alice.page.click("button[type=submit]")
+        text = unique("Hello <b>Bob</b> & all")
+        alice_tab.send(text, name="Alice")
 
-        for person in (bob, alice):
-            expect(person.messages(text)).to_have_count(1, timeout=TIMEOUT_MS)
-            message = person.messages(text)
+        for tab in (bob_tab, alice_tab):
+            expect(tab.messages(text)).to_have_count(1, timeout=TIMEOUT_MS)
+            message = tab.messages(text)
             # Escaped: the markup typed shows as text and makes no element.
             expect(message).to_contain_text(text)
             expect(message.locator("b")).to_have_count(0)
             expect(message.locator(".name")).to_have_text("Alice")
 
         # Bob's page was changed in place by the stream, not reloaded.
-        assert bob.same_document()
-        # Alice's form went through Turbo Drive (303, then a visit with no
-        # reload), which emptied the text and kept her name from the cookie.
-        assert alice.same_document()
-        expect(alice.page.locator("input[name=text]")).to_have_value("")
-        expect(alice.page.locator("input[name=name]")).to_have_value("Alice")
+        assert bob_tab.same_document()
+        # Alice's first message took her name: it went through Turbo Drive
+        # (303, then a visit with no reload), which emptied the text and kept
+        # her name from the cookie.
+        assert alice_tab.same_document()
+        expect(alice_tab.page.locator("input[name=text]")).to_have_value("")
+        expect(alice_tab.page.locator("input[name=name]")).to_have_value("Alice")
 
         assert alice.errors == [] and bob.errors == [], alice.errors + bob.errors
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_private_note_shows_in_every_tab_of_its_sender_and_nowhere_else(browser, chat):
+    from playwright.sync_api import expect
+
+    url = chat.url + "/"
+    alice = Person(browser, url)  # no name yet
+    bob = Person(browser, url, name="Bob")
+    try:
+        alice1, bob_tab = alice.open(), bob.open()
+        # A page with no name listens as nobody: it offers no private note.
+        expect(alice1.page.locator("input[name=private]")).to_have_count(0)
+        # The first message takes the name; Turbo's visit renders the page
+        # again, and its stream now listens as Alice.
+        alice1.send(unique("Hello, I am Alice"), name="Alice")
+        expect(alice1.page.locator("input[name=private]")).to_have_count(1)
+        alice2 = alice.open()
+        wait_until_listening(chat, [alice1, alice2, bob_tab])
+
+        marker = uuid.uuid4().hex
+        note = f"Buy <i>milk</i> {marker}"
+        alice1.send(note, private=True)
+        for tab in (alice1, alice2):  # alice2 only has it from its own stream
+            expect(tab.notes(note)).to_have_count(1)
+            expect(tab.notes(note).locator(".tag")).to_contain_text("private note")
+            expect(tab.notes(note).locator("i")).to_have_count(0)
+        # Answered with a stream that only replaced the form: text cleared,
+        # the box still ticked for the next note.
+        expect(alice1.page.locator("input[name=text]")).to_have_value("")
+        expect(alice1.page.locator("input[name=private]")).to_be_checked()
+
+        # Then a public message. Bob's one connection gets what is meant for
+        # it in the order it was broadcast, so once the public message is
+        # there, a private note sent to him before it would be there too.
+        public = unique("Back in public")
+        alice1.send(public)
+        for tab in (bob_tab, alice1, alice2):
+            expect(tab.messages(public)).to_have_count(1)
+        assert bob_tab.page.locator("#messages .private").count() == 0
+        assert marker not in bob_tab.page.content()
+
+        # Kept nowhere: a page rendered now has the public message, not the note.
+        alice3 = alice.open()
+        expect(alice3.messages(public)).to_have_count(1)
+        assert marker not in alice3.page.content()
+        # A post under a known name is answered by a stream, with no visit, so
+        # the tab that sent the note still shows it.
+        expect(alice1.notes(note)).to_have_count(1)
+
+        assert all(tab.same_document() for tab in (alice1, alice2, bob_tab))
+        assert alice.errors == [] and bob.errors == [], alice.errors + bob.errors
+    finally:
+        alice.close()
+        bob.close()
+
+
+# -- gunicorn, two workers, Redis -----------------------------------------------
+
+
+def separate_workers(server: GunicornChat, first: str, second: str, timeout: float = 15.0) -> dict | None:
+    """Whether the sockets of two users are served by different workers.
+
+    Each sample of ``/_debug/connections`` comes from whichever worker
+    accepted it. One that holds exactly one of the two users proves the other
+    is elsewhere: it is returned. One that holds both proves they share a
+    worker: ``None``. Samples holding neither say nothing; ``None`` after
+    ``timeout`` of those.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sample = server.debug()
+        has_first, has_second = first in sample["users"], second in sample["users"]
+        if has_first != has_second:
+            return sample
+        if has_first and has_second:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def test_pages_on_two_gunicorn_workers_see_each_others_messages(browser, gunicorn_chat):
+    from playwright.sync_api import expect
+
+    server = gunicorn_chat
+    url = server.url + "/"
+    people = [Person(browser, url, name="Alice")]
+    try:
+        alice = people[0]
+        alice_tab = alice.open()
+        # gunicorn's workers share one listening socket: whichever accepts a
+        # WebSocket serves it. Bring in a new Bob until his lands on the
+        # worker that does not serve Alice.
+        for attempt in range(1, 21):
+            bob = Person(browser, url, name=f"Bob-{attempt}")
+            people.append(bob)
+            bob_tab = bob.open()
+            wait_until_listening(server, [alice_tab, bob_tab])
+            if separate_workers(server, "Alice", bob.name):
+                break
+            bob.close()
+            people.remove(bob)
+        else:
+            raise AssertionError(f"20 Bobs all shared Alice's worker\n{server.stderr()}")
+
+        # Each posts through the form (under a known name: no visit, the
+        # sockets stay where they are); each message reaches the other worker.
+        from_alice, from_bob = unique("Alice, on one worker"), unique("Bob, on the other")
+        alice_tab.send(from_alice)
+        bob_tab.send(from_bob)
+        for text in (from_alice, from_bob):
+            for tab in (alice_tab, bob_tab):
+                expect(tab.messages(text)).to_have_count(1)
+        assert separate_workers(server, "Alice", bob.name), "a page moved to the other worker"
+        assert alice_tab.same_document() and bob_tab.same_document()
+
+        # One history in Redis: both workers list both messages.
+        ids = {int(alice_tab.messages(text).get_attribute("id").removeprefix("message_"))
+               for text in (from_alice, from_bob)}
+        seen: dict[int, list] = {}  # pid: the history ids it listed
+        deadline = time.monotonic() + 20
+        while sum(ids <= set(history) for history in seen.values()) < 2:
+            assert time.monotonic() < deadline, f"both workers should list {ids}: {seen}"
+            sample = server.debug()
+            seen[sample["pid"]] = sample["history"]
+        assert set(seen) == server.pids
+
+        assert alice.errors == [] and bob.errors == [], alice.errors + bob.errors
+    finally:
+        for person in people:
+            person.close()
