@@ -37,7 +37,7 @@ from typing import Callable
 import gevent
 from gevent.event import Event
 from websockets.frames import Close, CloseCode, Frame, Opcode
-from websockets.protocol import Protocol, Side, State
+from websockets.protocol import Protocol, Side
 
 __all__ = ["Connection", "ConnectionSettings", "close_all", "open_connections"]
 
@@ -58,7 +58,7 @@ class _ProtocolLog(logging.LoggerAdapter):
 _protocol_log = _ProtocolLog(logging.getLogger("turbo_gevent.protocol"), {})
 
 _CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
-_PONG = 0xA
+_CLOSE, _PONG = 0x8, 0xA
 _PING_FRAME = Frame(Opcode.PING, b"turbo_gevent").serialize(mask=False)
 _RECV_SIZE = 65536
 _SO_LINGER_RESET = struct.pack("ii", 1, 0)
@@ -117,9 +117,9 @@ class Connection:
     """
 
     __slots__ = (
-        "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol",
-        "_queue", "_queued_data", "_pending", "_writer", "_closed", "_ending",
-        "_ping_sent_at", "_ping_due", "_utf8", "_done", "__weakref__",
+        "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol_",
+        "_queue", "_queued_data", "_pending", "_writer", "_closing", "_closed", "_ending",
+        "_ping_sent_at", "_ping_due", "_utf8", "_ended", "_ended_event", "__weakref__",
     )
 
     def __init__(
@@ -138,17 +138,27 @@ class Connection:
         self.settings = settings
         self.peer = peer
         self._on_close = on_close
-        self._protocol = Protocol(Side.SERVER, max_size=settings.max_message_size, logger=_protocol_log)
-        self._queue: deque[bytes] = deque()
+        # Most connections only ever receive: the protocol, the queue and the
+        # event below are made when first needed, to keep idle ones small.
+        self._protocol_: Protocol | None = None
+        self._queue: deque[bytes] | None = None  # whole frames waiting behind _pending
         self._queued_data = 0
         self._pending: memoryview | None = None  # the unsent rest of one frame
         self._writer: gevent.Greenlet | None = None
+        self._closing = False  # a close frame is out or queued: no more data frames
         self._closed = False  # the socket is shut: nothing more is written
         self._ending = False  # all that is queued is written, then the socket is shut
         self._ping_sent_at: float | None = None  # while a pong is awaited
         self._ping_due = time.monotonic() + (settings.ping_interval or 0.0)
         self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is incomplete
-        self._done = Event()
+        self._ended = False
+        self._ended_event: Event | None = None
+
+    @property
+    def _protocol(self) -> Protocol:
+        if self._protocol_ is None:
+            self._protocol_ = Protocol(Side.SERVER, max_size=self.settings.max_message_size, logger=_protocol_log)
+        return self._protocol_
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} streams={len(self.streams)} user={self.user_id!r}>"
@@ -158,7 +168,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once the closing handshake has started: nothing more is sent."""
-        return self._closed or self._ending or self._protocol.state is not State.OPEN
+        return self._closing
 
     def send(self, message: str) -> None:
         """Send one text message to this connection only."""
@@ -172,7 +182,7 @@ class Connection:
         self._start_closing(code, reason, logging.INFO)
 
     def _start_closing(self, code: int, reason: str, abort_level: int) -> None:
-        if self.closed or self._protocol.state is not State.OPEN:
+        if self._closing:
             return
         self._protocol.send_close(code, reason)
         self._flush_protocol()
@@ -180,46 +190,66 @@ class Connection:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the connection has ended; returns whether it has."""
-        return self._done.wait(timeout)
+        if self._ended:
+            return True
+        if self._ended_event is None:
+            self._ended_event = Event()
+        return self._ended_event.wait(timeout)
 
     # -- sending ---------------------------------------------------------
 
     def send_frame(self, frame: bytes) -> None:
-        """Write or queue one encoded frame; never blocks.
+        """Write or queue one encoded data frame; never blocks.
 
-        Data frames count toward ``max_queue``; a connection whose queue is
-        full is dropped as too slow. Control frames (pongs, closes) do not
-        count, and a pong still waiting is replaced by a newer one
-        (RFC 6455 5.5.3). Data frames after a close frame are dropped
-        (RFC 6455 5.5.1).
+        This is the fan-out's hot path. Data frames count toward
+        ``max_queue``; a connection whose queue is full is dropped as too
+        slow. Data frames after a close frame are dropped (RFC 6455 5.5.1).
+        """
+        if self._closing:
+            return
+        if self._pending is None and not self._queue:
+            self._write_now(frame)
+            return
+        limit = self.settings.max_queue
+        if limit is not None and self._queued_data >= limit:
+            self.drop(f"queue of {limit} messages full")
+            return
+        self._queued_data += 1
+        self._enqueue(frame)
+
+    def _send_control(self, frame: bytes) -> None:
+        """Write or queue a pong or a close; these do not count toward ``max_queue``.
+
+        A pong still waiting is replaced by a newer one (RFC 6455 5.5.3).
         """
         if self._closed or self._ending:
             return
-        is_data = (frame[0] & 0x0F) not in _CONTROL_OPCODES
-        if is_data and self._protocol.state is not State.OPEN:
-            return
+        opcode = frame[0] & 0x0F
+        if opcode == _CLOSE:
+            self._closing = True
         if self._pending is None and not self._queue:
-            try:
-                sent = self.sock.send(frame, 0, 0.0)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._abort(f"send failed: {exc}")
-                return
-            if sent == len(frame):
-                return
+            self._write_now(frame)
+        elif opcode == _PONG and self._queue and (self._queue[-1][0] & 0x0F) == _PONG:
+            self._queue[-1] = frame
+        else:
+            self._enqueue(frame)
+
+    def _write_now(self, frame: bytes) -> None:
+        """Write without blocking; what the kernel does not take becomes the backlog."""
+        try:
+            sent = self.sock.send(frame, 0, 0.0)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._abort(f"send failed: {exc}")
+            return
+        if sent < len(frame):
             self._pending = memoryview(frame)[sent:]
             self._start_writer()
-            return
-        if is_data:
-            limit = self.settings.max_queue
-            if limit is not None and self._queued_data >= limit:
-                self.drop(f"queue of {limit} messages full")
-                return
-            self._queued_data += 1
-        elif (frame[0] & 0x0F) == _PONG and self._queue and (self._queue[-1][0] & 0x0F) == _PONG:
-            self._queue[-1] = frame
-            return
+
+    def _enqueue(self, frame: bytes) -> None:
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(frame)
         self._start_writer()
 
@@ -258,6 +288,7 @@ class Connection:
         """Drop a peer that is too slow: a close frame if it fits at once, then reset."""
         if self._closed:
             return
+        self._closing = True
         if self._pending is None:
             try:
                 self.sock.send(Frame(Opcode.CLOSE, Close(code, "too slow").serialize()).serialize(mask=False), 0, 0.0)
@@ -281,7 +312,7 @@ class Connection:
             return
         self._ping_sent_at = now
         self._ping_due = now + settings.ping_interval
-        self.send_frame(_PING_FRAME)
+        self._send_control(_PING_FRAME)
 
     # -- reading ---------------------------------------------------------
 
@@ -296,11 +327,10 @@ class Connection:
                 if not data:
                     if self._closed:
                         pass  # we ended it
-                    elif self._protocol.state is State.OPEN:  # no closing handshake
+                    elif not self._closing:  # no closing handshake
                         log.info("connection with %s lost: closed without a close frame", self.peer)
                     else:
                         log.debug("%s closed the TCP connection", self.peer)
-                    self._protocol.receive_eof()
                     break
                 self._receive(data)
         except OSError as exc:
@@ -341,7 +371,7 @@ class Connection:
             decoder.decode(frame.data, frame.fin)
         except UnicodeDecodeError:
             self._utf8 = None
-            if self._protocol.state is State.OPEN and not self._ending:
+            if not self._closing:
                 log.info("closing %s: invalid UTF-8 in a text message", self.peer)
                 self._protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
             return False
@@ -350,7 +380,7 @@ class Connection:
     def _flush_protocol(self) -> None:
         for data in self._protocol.data_to_send():
             if data:
-                self.send_frame(data)
+                self._send_control(data)
             else:
                 self._end()
 
@@ -368,7 +398,7 @@ class Connection:
             self._shut()
 
     def _shut(self) -> None:
-        self._closed = True
+        self._closing = self._closed = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -382,7 +412,8 @@ class Connection:
 
     def _reset(self, *, slow: bool) -> None:
         """Stop everything now: no more writes, the socket reset, callbacks run once."""
-        first = not self._done.is_set()
+        first = not self._ended
+        self._closing = True
         if not self._closed:
             self._closed = True
             try:
@@ -390,7 +421,7 @@ class Connection:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._queue.clear()
+        self._queue = None
         self._queued_data = 0
         self._pending = None
         writer, self._writer = self._writer, None
@@ -398,7 +429,9 @@ class Connection:
             writer.kill(block=False)
         if first:
             _registry.discard(self)
-            self._done.set()
+            self._ended = True
+            if self._ended_event is not None:
+                self._ended_event.set()
             if self._on_close is not None:
                 try:
                     self._on_close(self, slow)
