@@ -9,8 +9,9 @@ history.
 
 Needs Debian's Chromium (``/usr/bin/chromium``, or ``CHROMIUM``), Python
 Playwright (never ``playwright install``: it launches the system browser),
-and npm, which installs the pinned Turbo of ``tests/browser/package.json``.
-Without them the test is skipped, or fails when ``CI`` is set.
+and npm, which installs the pinned Turbo of ``tests/browser/package.json``;
+the gunicorn test also needs ``redis-server`` and gunicorn. Without them the
+tests are skipped, or fail when ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -202,7 +203,10 @@ def redis_server():
 @pytest.fixture
 def gunicorn_chat(turbo_js, redis_server):
     """The chat example under gunicorn, two workers, history and broadcasts in Redis."""
-    pytest.importorskip("gunicorn")
+    try:
+        import gunicorn  # noqa: F401
+    except ImportError:
+        unavailable("gunicorn is not installed (pip install -e '.[test]')")
     env = {
         "TURBO_JS_PATH": str(turbo_js),
         "TURBO_SECRET": SECRET,  # the same in both workers: a page may connect to either
