@@ -88,3 +88,19 @@ def test_redis_outage_raises_then_resumes_with_a_refresh(two_servers, redis):
     wait_for(lambda: one.broadcast("chat", "<p>back</p>") == (200, "ok"), 10, message="publishing again")
     assert a.recv_frame()[2] == b.recv_frame()[2] == b"<p>back</p>"
     assert "Traceback" not in one.stderr() + two.stderr()
+
+
+def test_redis_down_at_the_first_connection_is_a_503_then_works(redis, make_server_process):
+    redis.stop()
+    server = make_server_process({"redis_url": redis.url, "channel_prefix": "down"})
+    refused = RawClient(server.port, query=token)
+    assert refused.status == 503
+    assert refused.headers["retry-after"].isdigit()
+    assert int(refused.headers["content-length"]) == len(refused.buffer)
+    redis.start()
+    client = RawClient(server.port, query=token)
+    assert client.status == 101
+    server.wait_connections(1)  # the refused one was never counted
+    assert server.broadcast("chat", "<p>up</p>") == (200, "ok")
+    assert client.recv_frame()[2] == b"<p>up</p>"
+    assert "Traceback" not in server.stderr()

@@ -124,7 +124,7 @@ class Connection:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: socket.socket | None = None,
         *,
         streams: tuple[str, ...] = (),
         user_id: str | None = None,
@@ -207,7 +207,7 @@ class Connection:
         """
         if self._closing:
             return
-        if self._pending is None and not self._queue:
+        if self._pending is None and not self._queue and self.sock is not None:
             self._write_now(frame)
             return
         limit = self.settings.max_queue
@@ -227,7 +227,7 @@ class Connection:
         opcode = frame[0] & 0x0F
         if opcode == _CLOSE:
             self._closing = True
-        if self._pending is None and not self._queue:
+        if self._pending is None and not self._queue and self.sock is not None:
             self._write_now(frame)
         elif opcode == _PONG and self._queue and (self._queue[-1][0] & 0x0F) == _PONG:
             self._queue[-1] = frame
@@ -254,7 +254,7 @@ class Connection:
         self._start_writer()
 
     def _start_writer(self) -> None:
-        if self._writer is None:
+        if self._writer is None and self.sock is not None:
             self._writer = gevent.spawn(self._write_backlog)
 
     def _write_backlog(self) -> None:
@@ -316,8 +316,17 @@ class Connection:
 
     # -- reading ---------------------------------------------------------
 
-    def run(self, initial: bytes = b"") -> None:
-        """Read until the connection ends; runs in the accepting greenlet."""
+    def run(self, sock: socket.socket | None = None, initial: bytes = b"", *, close: bool = False) -> None:
+        """Read until the connection ends.
+
+        ``sock`` is the socket once the 101 is out (until then, frames wait
+        in the queue); ``initial`` the bytes already read past the
+        handshake; ``close=True`` when this connection owns the socket.
+        """
+        if sock is not None:
+            self.sock = sock
+            if self._queue:
+                self._start_writer()
         _registry.add(self)
         try:
             if initial:
@@ -338,6 +347,8 @@ class Connection:
                 log.info("connection with %s lost: %s", self.peer, exc)
         finally:
             self._reset(slow=False)
+            if close:
+                self.sock.close()
 
     def _receive(self, data: bytes) -> None:
         protocol = self._protocol
@@ -417,8 +428,9 @@ class Connection:
         if not self._closed:
             self._closed = True
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _SO_LINGER_RESET)
-                self.sock.shutdown(socket.SHUT_RDWR)
+                if self.sock is not None:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _SO_LINGER_RESET)
+                    self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self._queue = None

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 
+import gevent.socket
+from gevent.ssl import SSLSocket as _GeventSSLSocket
 from gevent.pywsgi import WSGIHandler
 from werkzeug.http import parse_list_header
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
@@ -54,8 +57,8 @@ class WebSocketHandler(_GeventWebSocketHandler):
         # Skip gevent-websocket's eager handshake: plain WSGI for every request.
         WSGIHandler.run_application(self)
 
-    def switch_protocols(self, headers: list[tuple[str, str]]) -> tuple[socket.socket, bytes]:
-        """Write the 101 response; returns the socket and bytes already read past it.
+    def switch_protocols(self, headers: list[tuple[str, str]]) -> bytes:
+        """Write the 101 response; returns the bytes already read past the request.
 
         After this the connection belongs to the caller: no HTTP response
         follows and the connection is not reused for another request.
@@ -74,4 +77,20 @@ class WebSocketHandler(_GeventWebSocketHandler):
         # The read buffer (8 KiB) is not needed any more: the connection reads
         # the socket directly. Closing it leaves the socket open.
         self.rfile.close()
-        return self.socket, leftover
+        return leftover
+
+    def detach_socket(self) -> socket.socket | None:
+        """Hand the upgraded socket over to the caller, or ``None`` if it cannot leave.
+
+        A WebSocket then needs neither this handler nor its greenlet, whose
+        saved stack, environ and headers would otherwise be kept for the
+        whole life of the connection: handing the socket over (the same file
+        descriptor, no dup) lets the request finish, be logged, and free
+        them. A TLS socket cannot be handed over this way: its connection is
+        served in this greenlet instead.
+        """
+        sock = self.socket
+        if isinstance(sock, (ssl.SSLSocket, _GeventSSLSocket)):
+            return None
+        family, kind, proto = sock.family, sock.type, sock.proto
+        return gevent.socket.socket(family, kind, proto, fileno=sock.detach())

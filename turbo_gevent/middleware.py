@@ -29,12 +29,14 @@ import secrets as _secrets
 from urllib.parse import parse_qs
 from typing import Any, Callable, Iterable, Sequence
 
+import gevent
 from werkzeug.exceptions import SecurityError
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import ClosingIterator, get_host
 
 from . import context
 from .connection import Connection, ConnectionSettings
+from .errors import BrokerError
 from .handler import HANDLER_KEY
 from .handshake import Refusal, accept_headers, check_handshake
 from .hub import Hub
@@ -192,14 +194,14 @@ class TurboStreams:
         except Exception:
             log.exception("checking a stream connection from %s failed", _peer(environ))
             outcome = Refusal(500, "internal error")
-        if isinstance(outcome, Refusal):
-            log.info("refused %s from %s: %s", outcome.status, _peer(environ), outcome.reason)
-            return _plain(outcome.status, outcome.reason, outcome.headers)(environ, start_response)
-        if handler is None:
-            return self._no_handler(environ, start_response)
-        streams, user_id = outcome
-        self._serve(environ, handler, streams, user_id)
-        return []
+        if not isinstance(outcome, Refusal):
+            if handler is None:
+                return self._no_handler(environ, start_response)
+            outcome = self._serve(environ, handler, *outcome)
+            if outcome is None:
+                return []
+        log.info("refused %s from %s: %s", outcome.status, _peer(environ), outcome.reason)
+        return _plain(outcome.status, outcome.reason, outcome.headers)(environ, start_response)
 
     def _admit(self, environ: dict) -> Refusal | tuple[tuple[str, ...], str | None]:
         """Every check, in order; the refusal, or (streams, user id)."""
@@ -254,8 +256,8 @@ class TurboStreams:
                 return Refusal(403, exc.reason)
         return tuple(dict.fromkeys(streams))
 
-    def _serve(self, environ: dict, handler: Any, streams: tuple[str, ...], user_id: str | None) -> None:
-        """Register, switch protocols, read until the connection ends."""
+    def _serve(self, environ: dict, handler: Any, streams: tuple[str, ...], user_id: str | None) -> Refusal | None:
+        """Register, switch protocols and start reading; a refusal if registering failed."""
         peer = _peer(environ)
         hub = self.hub
 
@@ -264,22 +266,30 @@ class TurboStreams:
             hub.discard(connection, slow=slow)
             log.debug("%s disconnected", peer)
 
-        sock = handler.socket
         connection = Connection(
-            sock, streams=streams, user_id=user_id, settings=self.settings, on_close=on_close, peer=peer
+            streams=streams, user_id=user_id, settings=self.settings, on_close=on_close, peer=peer
         )
         # Subscribed before the 101 goes out: a broadcast made as soon as the
         # client sees the handshake complete is delivered.
+        try:
+            hub.add(connection)
+        except BrokerError as exc:  # the broker is down at this process's first connection
+            log.warning("cannot register a stream connection: %s", exc)
+            return Refusal(503, "message broker unavailable, try again later", (("Retry-After", "5"),))
         self._open += 1
-        hub.add(connection)
         environ["wsgi.websocket"] = connection
         try:
-            _, leftover = handler.switch_protocols(accept_headers(environ))
+            leftover = handler.switch_protocols(accept_headers(environ))
         except OSError as exc:
             connection._abort(f"lost during the handshake: {exc}")
-            return
+            return None
         log.debug("%s connected, streams=%s user=%s", peer, streams, user_id)
-        connection.run(leftover)
+        sock = handler.detach_socket()
+        if sock is None:  # TLS: read in this request's greenlet
+            connection.run(handler.socket, leftover)
+        else:  # this request ends now; the connection reads in a greenlet of its own
+            gevent.spawn(connection.run, sock, leftover, close=True)
+        return None
 
     def _no_handler(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         websocket = environ.get("wsgi.websocket")

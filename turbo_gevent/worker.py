@@ -42,9 +42,16 @@ class Worker(GeventWebSocketWorker):
 
     wsgi_handler = GunicornWebSocketHandler
 
+    _closing: gevent.Greenlet | None = None
+
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        # gunicorn then waits up to --graceful-timeout for requests in progress,
-        # which for a WebSocket means until the client has answered the close.
         grace = max(0.5, self.cfg.graceful_timeout - 1.0)
-        gevent.spawn(close_all, grace=grace)
+        self._closing = gevent.spawn(close_all, grace=grace)
+
+    def run(self) -> None:
+        super().run()
+        # WebSockets are not requests in gunicorn's pool (their request ended
+        # with the 101): wait here for their close replies, within the grace.
+        if self._closing is not None:
+            self._closing.join(timeout=self.cfg.graceful_timeout)
