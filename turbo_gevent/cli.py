@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on [%(default)s]")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for clients on shutdown [%(default)s]")
     parser.add_argument("--log-level", default="INFO", help="logging level [%(default)s]")
+    parser.add_argument("--certfile", help="serve HTTPS and wss:// with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
 
     from gevent import monkey
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_bind(args.bind)
     except ValueError as exc:
         parser.error(str(exc))
+    if bool(args.certfile) != bool(args.keyfile):
+        parser.error("--certfile and --keyfile go together")
+    tls = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else {}
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
@@ -54,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready(server) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
-        print(f"turbo-gevent: serving {args.app} at http://{shown}:{server.server_port}", flush=True)
+        scheme = "https" if tls else "http"
+        print(f"turbo-gevent: serving {args.app} at {scheme}://{shown}:{server.server_port}", flush=True)
 
     try:
-        serve(app, args.bind, grace=args.grace, ready=ready)
+        serve(app, args.bind, grace=args.grace, ready=ready, **tls)
     except OSError as exc:
         print(f"turbo-gevent: cannot listen on {args.bind}: {exc}", file=sys.stderr)
         return 1

@@ -72,6 +72,8 @@ class WebSocketHandler(_GeventWebSocketHandler):
         try:
             buffered = self.rfile.peek(0)
             leftover = self.rfile.read(len(buffered)) if buffered else b""
+        except ssl.SSLWantReadError:  # TLS: nothing decrypted is waiting
+            leftover = b""
         finally:
             self.socket.settimeout(None)
         # The read buffer (8 KiB) is not needed any more: the connection reads

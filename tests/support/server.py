@@ -53,12 +53,12 @@ class ServerProcess:
             text=True,
         )
         line = self.proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        match = re.search(r"(https?)://127\.0\.0\.1:(\d+)", line)
         if not match:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r}\n{self.stderr()}")
-        self.port = int(match.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = int(match.group(2))
+        self.url = f"{match.group(1)}://127.0.0.1:{self.port}"
 
     # -- acting inside the server -----------------------------------------
 
