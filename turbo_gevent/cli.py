@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on [%(default)s]")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds to wait for clients on shutdown [%(default)s]")
     parser.add_argument("--log-level", default="INFO", help="logging level [%(default)s]")
+    parser.add_argument("--header-timeout", type=float, default=None,
+                        help="seconds a client may take to send a request's head [20]")
     parser.add_argument("--certfile", help="serve HTTPS and wss:// with this certificate (PEM)")
     parser.add_argument("--keyfile", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"turbo-gevent: serving {args.app} at {scheme}://{shown}:{server.server_port}", flush=True)
 
     try:
-        serve(app, args.bind, grace=args.grace, ready=ready, **tls)
+        serve(app, args.bind, grace=args.grace, ready=ready, header_timeout=args.header_timeout, **tls)
     except OSError as exc:
         print(f"turbo-gevent: cannot listen on {args.bind}: {exc}", file=sys.stderr)
         return 1

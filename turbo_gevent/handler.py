@@ -11,6 +11,7 @@ the request and only then calls :meth:`WebSocketHandler.switch_protocols`.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import ssl
@@ -23,10 +24,16 @@ from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 
 __all__ = ["WebSocketHandler", "HANDLER_KEY"]
 
+log = logging.getLogger("turbo_gevent.handler")
+
 #: environ key under which the handler offers :meth:`switch_protocols`.
 HANDLER_KEY = "turbo_gevent.handler"
 
 _TOKEN_VALUE = re.compile(r"(?<=\bstream=)[^&\s\"]+")
+
+
+def _address(address) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address or "-")
 
 
 def redact_tokens(text: str) -> str:
@@ -35,7 +42,28 @@ def redact_tokens(text: str) -> str:
 
 
 class WebSocketHandler(_GeventWebSocketHandler):
-    """A pywsgi handler that lets the application decide on an upgrade."""
+    """A pywsgi handler that lets the application decide on an upgrade.
+
+    ``header_timeout`` (seconds, ``None`` for none) bounds how long a client
+    may take to send a request's line and headers, and how long a kept-alive
+    connection may sit idle before its next request: a peer that connects
+    and says nothing would otherwise hold its greenlet and socket forever.
+    """
+
+    header_timeout: float | None = 20.0
+
+    def handle_one_request(self):
+        if self.socket is not None:
+            self.socket.settimeout(self.header_timeout)
+        return super().handle_one_request()
+
+    def _handle_client_error(self, ex):
+        # A peer that went silent or away while sending its request head is
+        # one log line, not a traceback (pywsgi prints one for these).
+        if isinstance(ex, (TimeoutError, ConnectionError)):
+            log.info("request from %s not read: %s", _address(self.client_address), ex)
+            return None
+        return super()._handle_client_error(ex)
 
     # gevent-websocket logs through its own logger and hides upgrades; log
     # every request, 101s included, to the server's access log as pywsgi does.
@@ -53,6 +81,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
         return super().start_response(status, headers, exc_info)
 
     def run_application(self) -> None:
+        self.socket.settimeout(None)  # the head is read; the application sets its own pace
         self.environ[HANDLER_KEY] = self
         # Skip gevent-websocket's eager handshake: plain WSGI for every request.
         WSGIHandler.run_application(self)

@@ -45,14 +45,22 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def make_server(app: Callable, bind: str = "127.0.0.1:8000", **options: Any) -> WSGIServer:
+def make_server(
+    app: Callable, bind: str = "127.0.0.1:8000", *, header_timeout: float | None = None, **options: Any
+) -> WSGIServer:
     """A gevent ``WSGIServer`` for ``app`` that can upgrade to WebSocket.
 
     ``options`` go to ``WSGIServer`` (``log``, ``error_log``, ``spawn``,
     ``backlog`` [2048], ``certfile``/``keyfile``...); ``handler_class``
     defaults to :class:`~turbo_gevent.handler.WebSocketHandler`.
+    ``header_timeout`` overrides the handler's limit on reading a request's
+    head [20 s].
     """
-    options.setdefault("handler_class", WebSocketHandler)
+    handler_class = options.setdefault("handler_class", WebSocketHandler)
+    if header_timeout is not None:
+        if header_timeout <= 0:
+            raise ValueError("header_timeout must be a positive number of seconds")
+        options["handler_class"] = type(handler_class.__name__, (handler_class,), {"header_timeout": header_timeout})
     # Pages reconnect all at once after a deploy: gevent's default backlog of
     # 50 would refuse most of them. 2048 is gunicorn's default too.
     options.setdefault("backlog", 2048)
