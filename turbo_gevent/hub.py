@@ -26,7 +26,7 @@ from typing import Any, Iterable, Protocol
 
 from websockets.frames import Frame, Opcode
 
-__all__ = ["Hub", "Subscriber", "join_fragments", "encode_text_frame"]
+__all__ = ["Broadcasting", "Hub", "Subscriber", "join_fragments", "encode_text_frame"]
 
 log = logging.getLogger("turbo_gevent.hub")
 
@@ -71,7 +71,33 @@ def encode_text_frame(message: str) -> bytes:
     return Frame(Opcode.TEXT, message.encode("utf-8")).serialize(mask=False)
 
 
-class Hub:
+class Broadcasting:
+    """The three broadcast methods, shared by :class:`Hub` and ``Publisher``.
+
+    A subclass implements ``_publish(kind, key, message)``.
+    """
+
+    def broadcast(self, stream: str, *fragments: Any) -> None:
+        """Send fragments, as one message, to every connection on ``stream``."""
+        if not isinstance(stream, str) or not stream:
+            raise ValueError("stream must be a non-empty str")
+        self._publish(STREAM, stream, join_fragments(fragments))
+
+    def broadcast_all(self, *fragments: Any) -> None:
+        """Send fragments, as one message, to every connection."""
+        self._publish(ALL, None, join_fragments(fragments))
+
+    def broadcast_to_user(self, user_id: Any, *fragments: Any) -> None:
+        """Send fragments to every open page of one user; none open is fine."""
+        if user_id is None:
+            raise ValueError("user_id must not be None")
+        self._publish(USER, str(user_id), join_fragments(fragments))
+
+    def _publish(self, kind: str, key: str | None, message: str) -> None:
+        raise NotImplementedError
+
+
+class Hub(Broadcasting):
     """Broadcast Turbo Stream fragments to the connections that listen.
 
     Arguments:
@@ -148,22 +174,6 @@ class Hub:
         return len(self._by_user.get(str(user_id), ()))
 
     # -- broadcasting ----------------------------------------------------
-
-    def broadcast(self, stream: str, *fragments: Any) -> None:
-        """Send fragments, as one message, to every connection on ``stream``."""
-        if not isinstance(stream, str) or not stream:
-            raise ValueError("stream must be a non-empty str")
-        self._publish(STREAM, stream, join_fragments(fragments))
-
-    def broadcast_all(self, *fragments: Any) -> None:
-        """Send fragments, as one message, to every connection."""
-        self._publish(ALL, None, join_fragments(fragments))
-
-    def broadcast_to_user(self, user_id: Any, *fragments: Any) -> None:
-        """Send fragments to every open page of one user; none open is fine."""
-        if user_id is None:
-            raise ValueError("user_id must not be None")
-        self._publish(USER, str(user_id), join_fragments(fragments))
 
     def _publish(self, kind: str, key: str | None, message: str) -> None:
         if self.broker is None:

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from . import wire
 from .errors import BrokerError, ConfigurationError
-from .hub import ALL, STREAM, USER, join_fragments
+from .hub import Broadcasting
 
 __all__ = ["Publisher"]
 
@@ -43,7 +43,7 @@ _SCHEMES = ("redis", "rediss", "unix")
 _PASSWORD_PARAMETER = re.compile(r"((?:^|&)password=)[^&]*")
 
 
-class Publisher:
+class Publisher(Broadcasting):
     """Publish Turbo Stream broadcasts to every process through Redis.
 
     Arguments:
@@ -85,21 +85,8 @@ class Publisher:
 
     # -- broadcasting ----------------------------------------------------
 
-    def broadcast(self, stream: str, *fragments: Any) -> None:
-        """Send fragments, as one message, to every connection on ``stream``."""
-        if not isinstance(stream, str) or not stream:
-            raise ValueError("stream must be a non-empty str")
-        self.publish(STREAM, stream, join_fragments(fragments))
-
-    def broadcast_all(self, *fragments: Any) -> None:
-        """Send fragments, as one message, to every connection."""
-        self.publish(ALL, None, join_fragments(fragments))
-
-    def broadcast_to_user(self, user_id: Any, *fragments: Any) -> None:
-        """Send fragments to every open page of one user; none open is fine."""
-        if user_id is None:
-            raise ValueError("user_id must not be None")
-        self.publish(USER, str(user_id), join_fragments(fragments))
+    def _publish(self, kind: str, key: str | None, message: str) -> None:
+        self.publish(kind, key, message)
 
     def publish(self, kind: str, key: str | None, message: str) -> None:
         """Publish one joined message of ``kind`` ``"stream"``, ``"all"`` or ``"user"``.
