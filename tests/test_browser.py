@@ -20,10 +20,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -34,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from tests.redis_server import running_redis
-from tests.support.server import ROOT, ServerProcess
+from tests.support.gunicorn import GunicornProcess
+from tests.support.server import ServerProcess
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 TURBO_VERSION = "8.0.23"
@@ -128,71 +126,20 @@ def chat(turbo_js):
         yield server
 
 
-class GunicornChat:
+class GunicornChat(GunicornProcess):
     """The chat example under gunicorn: turbo_gevent workers sharing one Redis.
 
-    Answers ``url``, ``post`` and ``stderr`` as :class:`ServerProcess` does,
-    and ``debug()`` with the example's ``/_debug/connections`` of whichever
+    ``debug()`` answers the example's ``/_debug/connections`` of whichever
     worker accepted the request.
     """
 
     def __init__(self, env: dict, workers: int = 2):
-        self._log = tempfile.NamedTemporaryFile(prefix="gunicorn-chat-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "-k", "turbo_gevent.worker.Worker", "-w", str(workers),
-                "--bind", "127.0.0.1:0", "--graceful-timeout", "5",
-                "--access-logfile", "-", "--access-logformat", 'pid=%(p)s "%(r)s" %(s)s',
-                "--error-logfile", "-", "examples.chat.app:app",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            self.port = int(self._wait(r"Listening at: http://127\.0\.0\.1:(\d+)")[0])
-            self.pids = {int(pid) for pid in self._wait(r"Booting worker with pid: (\d+)", count=workers)}
-        except BaseException:
-            self.stop()
-            raise
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _wait(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.findall(pattern, self.stderr())
-            if len(found) >= count:
-                return found
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn: found {len(found)} of {count} {pattern!r}\n{self.stderr()}")
-            time.sleep(0.05)
-
-    def post(self, path: str, **form) -> tuple[int, str]:
-        data = urllib.parse.urlencode(form).encode()
-        try:
-            with urllib.request.urlopen(self.url + path, data=data, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        super().__init__("examples.chat.app:app", env=env, workers=workers, graceful_timeout=5)
 
     def debug(self) -> dict:
         """One sample: a new TCP connection, accepted by any of the workers."""
         with urllib.request.urlopen(self.url + "/_debug/connections", timeout=10) as response:
             return json.loads(response.read())
-
-    def stderr(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        os.unlink(self._log.name)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Several server processes behind one real Redis, with real WebSocket clients."""
 
-import os
 import subprocess
 import sys
 

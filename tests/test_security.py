@@ -1,7 +1,6 @@
 """Who may listen, over real sockets: Origin, users, bound and expiring tokens,
 authorize, connection limits."""
 
-import time
 
 import pytest
 

@@ -1,48 +1,32 @@
 """The gunicorn worker, run for real: access log, upgrades, graceful 1001."""
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
-import tempfile
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.support.rawws import RawClient, close_payload, frame
-from tests.support.server import ROOT, TEST_SECRET, wait_for
+from tests.support.gunicorn import GunicornProcess
+from tests.support.server import TEST_SECRET, wait_for
 from turbo_gevent.tokens import StreamSigner
 
 pytest.importorskip("gunicorn")
 
 
-class Gunicorn:
+class Gunicorn(GunicornProcess):
     def __init__(self, workers=1, graceful_timeout=10, config=None):
-        self.log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
-        env = {**os.environ, "TURBO_TEST_CONFIG": json.dumps({"secret": TEST_SECRET, **(config or {})})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "turbo_gevent.worker.Worker", "-w", str(workers),
-             "--bind", "127.0.0.1:0", "--access-logfile", "-", "--error-logfile", "-",
-             "--graceful-timeout", str(graceful_timeout), "tests.support.app:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        match = wait_for(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.output()),
-                         20, message="gunicorn to listen")
-        self.port = int(match.group(1))
-        wait_for(lambda: self.output().count("Booting worker") >= workers, 20, message="workers")
-        self.url = f"http://127.0.0.1:{self.port}"
+        env = {"TURBO_TEST_CONFIG": json.dumps({"secret": TEST_SECRET, **(config or {})})}
+        super().__init__("tests.support.app:app", env=env, workers=workers, graceful_timeout=graceful_timeout)
 
     def output(self):
-        return Path(self.log.name).read_text(errors="replace")
+        return self.stderr()
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.unlink(self.log.name)
+            self.proc.kill()  # the tests that stop it gracefully do it themselves
+        super().stop()
 
 
 @pytest.fixture

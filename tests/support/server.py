@@ -35,6 +35,16 @@ def wait_for(predicate, timeout=10.0, message="condition", interval=0.02):
         time.sleep(interval)
 
 
+def post_form(url, **form):
+    """POST a form; (status, body) whatever the status."""
+    data = urllib.parse.urlencode(form).encode()
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 class ServerProcess:
     """A ``turbo-gevent MODULE:ATTR --bind 127.0.0.1:0`` child process."""
 
@@ -63,12 +73,7 @@ class ServerProcess:
     # -- acting inside the server -----------------------------------------
 
     def post(self, path, **form):
-        data = urllib.parse.urlencode(form).encode()
-        try:
-            with urllib.request.urlopen(self.url + path, data=data, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return post_form(self.url + path, **form)
 
     def broadcast(self, stream, html):
         return self.post("/_test/broadcast", stream=stream, html=html)
