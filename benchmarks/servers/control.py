@@ -7,7 +7,11 @@ Two GET requests on the server's own port, beside the WebSocket path:
     ``getrusage``), ``rss_kib`` (resident memory now, from ``/proc``),
     ``connections``, ``busy`` (a broadcast run is in progress), and the last
     run's ``count``, ``elapsed``, ``fanout_s`` (seconds spent inside the
-    broadcast calls) and ``errors``.
+    broadcast calls), ``fanouts`` (the same, per broadcast) and ``errors``.
+
+``/_bench/memory?mark=1`` then ``/_bench/memory?top=N``
+    With ``PYTHONTRACEMALLOC=N`` in the server's environment: a snapshot,
+    then the N allocation sites (with tracebacks) that grew most since it.
 
 ``/_bench/broadcast?count=N&interval=S&seq=FIRST&size=BYTES``
     Starts a run in the background and answers at once: ``count`` broadcasts,
@@ -79,6 +83,8 @@ class Control:
         name = parts.path[len(PREFIX):]
         if name == "stats":
             return 200, self.stats(), None
+        if name == "memory":
+            return 200, self.memory(query.get("mark") is not None, int(query.get("top", 25))), None
         if name == "broadcast":
             if self.busy:
                 return 409, {"error": "a run is in progress"}, None
@@ -105,11 +111,35 @@ class Control:
             body["extra"] = self.extra()
         return body
 
+    def memory(self, mark: bool, top: int) -> dict:
+        """Where memory went since the mark, by source line (needs PYTHONTRACEMALLOC)."""
+        import gc
+        import tracemalloc
+
+        if not tracemalloc.is_tracing():
+            return {"error": "start the server with PYTHONTRACEMALLOC=N"}
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        if mark or getattr(self, "_mark", None) is None:
+            self._mark = snapshot
+            return {"marked": True}
+        diff = snapshot.compare_to(self._mark, "traceback")
+        return {
+            "total_kib": sum(d.size_diff for d in diff) / 1024,
+            "top": [
+                {"kib": d.size_diff / 1024, "count": d.count_diff,
+                 "where": [f"{f.filename}:{f.lineno}" for f in d.traceback]}
+                for d in diff[:top]
+            ],
+        }
+
     def steps(self, run: dict):
         """A generator for one run: yields seconds to sleep, broadcasts between."""
         count, interval, seq, size = run["count"], run["interval"], run["seq"], run["size"]
         start = time.monotonic()
-        fanout = 0.0
+        fanouts = []
         errors = 0
         try:
             for i in range(count):
@@ -122,10 +152,11 @@ class Control:
                 except Exception as exc:  # report, keep the schedule
                     errors += 1
                     self.last["error"] = repr(exc)
-                fanout += time.perf_counter() - t0
+                fanouts.append(time.perf_counter() - t0)
         finally:
             self.last.update(
-                count=count, elapsed=time.monotonic() - start, fanout_s=fanout, errors=errors
+                count=count, elapsed=time.monotonic() - start, fanout_s=sum(fanouts),
+                fanouts=fanouts, errors=errors
             )
             self.busy = False
 
