@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from tests.support.rawws import RawClient, read_http_response
-from tests.support.server import ServerProcess, TEST_SECRET, wait_for
+from tests.support.server import TEST_SECRET, ServerProcess, wait_for
 from turbo_gevent.tokens import StreamSigner
 
 

@@ -5,7 +5,12 @@ import base64
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from turbo_gevent.handshake import Refusal, accept_headers, check_handshake, is_upgrade_request
+from turbo_gevent.handshake import (
+    Refusal,
+    accept_headers,
+    check_handshake,
+    is_upgrade_request,
+)
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the example key of RFC 6455 1.3
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": KEY}

@@ -12,7 +12,6 @@ from turbo_gevent import TurboStreams
 from turbo_gevent.templating import turbo_stream_source
 
 
-
 class Client(_Client):
     """Buffered, so every response iterable is closed as a server would."""
 

@@ -100,15 +100,21 @@ def test_exact_element():
 @pytest.mark.parametrize(
     "path, expected",
     [
-        (None, "ws://example.com/custom"),
-        ("/other", "ws://example.com/other"),
+        ("/custom", "ws://example.com/custom"),
         ("/a b/ü", "ws://example.com/a%20b/%C3%BC"),
         ("/already%20quoted", "ws://example.com/already%20quoted"),
     ],
 )
 def test_path(path, expected):
-    environ = make_environ(middleware=FakeMiddleware(path="/custom"))
+    environ = make_environ(middleware=FakeMiddleware(path=path))
     assert src_of(turbo_stream_source(path, environ=environ)) == expected
+    assert src_of(turbo_stream_source(None, environ=environ)) == expected
+
+
+def test_a_path_the_middleware_does_not_serve_is_refused():
+    environ = make_environ(middleware=FakeMiddleware(path="/custom"))
+    with pytest.raises(ValueError, match="/custom"):
+        turbo_stream_source("/turbo-stream", environ=environ)
 
 
 @pytest.mark.parametrize("path", ["turbo-stream", "", "ws://evil.example/x", 5])
@@ -202,7 +208,8 @@ def test_environ_that_skipped_the_middleware_while_bound(bound):
 
 
 def test_rwf_turbo_stream_takes_a_path():
-    assert src_of(rwf_turbo_stream("/cable", environ=make_environ())) == "ws://example.com/cable"
+    environ = make_environ(middleware=FakeMiddleware(path="/cable"))
+    assert src_of(rwf_turbo_stream("/cable", environ=environ)) == "ws://example.com/cable"
 
 
 # -- behind a proxy ----------------------------------------------------------

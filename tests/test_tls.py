@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from websockets.sync.client import connect
 
-from tests.support.server import ServerProcess, TEST_SECRET
+from tests.support.server import TEST_SECRET, ServerProcess
 from turbo_gevent.tokens import StreamSigner
 
 

@@ -25,7 +25,13 @@ import time
 import pytest
 from websockets.utils import accept_key
 
-from tests.support.rawws import RawClient, close_payload, frame, handshake_request, read_http_response
+from tests.support.rawws import (
+    RawClient,
+    close_payload,
+    frame,
+    handshake_request,
+    read_http_response,
+)
 from tests.support.server import TEST_SECRET, ServerProcess, wait_for
 from turbo_gevent.tokens import StreamSigner
 

@@ -11,7 +11,11 @@ import contextlib
 import logging
 
 import pytest
-from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidStatus,
+)
 from websockets.sync.client import connect
 
 from tests.support.server import TEST_SECRET, wait_for

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from tests.support.rawws import RawClient, close_payload, frame
 from tests.support.gunicorn import GunicornProcess
+from tests.support.rawws import RawClient, close_payload, frame
 from tests.support.server import TEST_SECRET, wait_for
 from turbo_gevent.tokens import StreamSigner
 
@@ -53,6 +53,14 @@ def test_access_log_records_pages_and_upgrades(gunicorn):
     wait_for(lambda: '"GET /page HTTP/1.1" 200' in server.output(), message="page in access log")
     wait_for(lambda: re.search(r'"GET /turbo-stream\?stream=\[redacted\] HTTP/1.1" 101', server.output()),
              message="upgrade in access log")
+
+
+def test_library_log_lines_go_to_gunicorns_error_log(gunicorn):
+    server = gunicorn()
+    forged = RawClient(server.port, query="stream=" + StreamSigner("not-the-secret").sign("chat"))
+    assert forged.status == 403
+    wait_for(lambda: re.search(r"\[\d+\] \[INFO\] refused 403 from 127\.0\.0\.1:\d+: stream token has a bad signature",
+                               server.output()), message="turbo_gevent's line, formatted as gunicorn's")
 
 
 def test_graceful_shutdown_sends_1001_and_exits_when_clients_answer(gunicorn):

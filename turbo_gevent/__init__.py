@@ -17,7 +17,12 @@ from .middleware import TurboStreams
 from .publisher import Publisher
 from .redis_broker import RedisBroker
 from .server import make_server, serve
-from .templating import erb_preprocessor, rwf_turbo_stream, template_lookup, turbo_stream_source
+from .templating import (
+    erb_preprocessor,
+    rwf_turbo_stream,
+    template_lookup,
+    turbo_stream_source,
+)
 
 __version__ = "0.1.0"
 

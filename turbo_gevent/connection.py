@@ -39,6 +39,8 @@ from gevent.event import Event
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side
 
+from .errors import ConfigurationError
+
 __all__ = ["Connection", "ConnectionSettings", "close_all", "open_connections"]
 
 log = logging.getLogger("turbo_gevent.connection")
@@ -89,13 +91,13 @@ class ConnectionSettings:
         for name in ("max_message_size", "max_queue"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+                raise ConfigurationError(f"{name} must be a positive int or None, not {value!r}")
         for name in ("send_timeout", "ping_interval", "ping_timeout", "close_timeout"):
             value = getattr(self, name)
             if value is None and name != "close_timeout":
                 continue
             if not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+                raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
 
 
 class Connection:

@@ -17,10 +17,10 @@ import socket
 import ssl
 
 import gevent.socket
-from gevent.ssl import SSLSocket as _GeventSSLSocket
 from gevent.pywsgi import WSGIHandler
-from werkzeug.http import parse_list_header
+from gevent.ssl import SSLSocket as _GeventSSLSocket
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
+from werkzeug.http import parse_list_header
 
 __all__ = ["WebSocketHandler", "HANDLER_KEY"]
 

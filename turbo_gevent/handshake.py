@@ -13,8 +13,8 @@ import binascii
 from base64 import b64decode
 from dataclasses import dataclass, field
 
-from werkzeug.http import parse_list_header
 from websockets.utils import accept_key
+from werkzeug.http import parse_list_header
 
 __all__ = ["Refusal", "check_handshake", "accept_headers", "is_upgrade_request"]
 

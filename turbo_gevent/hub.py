@@ -171,6 +171,7 @@ class Hub(Broadcasting):
         return self._recipients(ALL, None)
 
     def user_connection_count(self, user_id: str) -> int:
+        """How many pages of this user are open in this process."""
         return len(self._by_user.get(str(user_id), ()))
 
     # -- broadcasting ----------------------------------------------------

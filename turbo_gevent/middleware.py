@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import secrets as _secrets
-from urllib.parse import parse_qs
 from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import parse_qs
 
 import gevent
 from werkzeug.exceptions import SecurityError
@@ -36,7 +36,7 @@ from werkzeug.wsgi import ClosingIterator, get_host
 
 from . import context
 from .connection import Connection, ConnectionSettings
-from .errors import BrokerError
+from .errors import BrokerError, ConfigurationError
 from .handler import HANDLER_KEY
 from .handshake import Refusal, accept_headers, check_handshake
 from .hub import Hub
@@ -76,7 +76,7 @@ class TurboStreams:
         trusted_hosts: Host values accepted (as in Werkzeug); ``None`` for any.
         token_max_age: seconds a stream token stays valid; ``None`` for ever.
 
-    Limits and timeouts (``None`` turns one off):
+    Limits and timeouts (``None`` turns one off, except ``close_timeout``):
         max_connections: open connections for this middleware in this process.
         max_connections_per_user: open connections of one user in this process.
         max_message_size: largest message a client may send, in bytes [64 KiB].
@@ -85,6 +85,9 @@ class TurboStreams:
         ping_interval: seconds between keepalive pings [20].
         ping_timeout: seconds a client has to answer a ping [20].
         close_timeout: seconds to wait for a close reply [5].
+
+    Settings that cannot work raise :class:`~turbo_gevent.ConfigurationError`
+    (a ``ValueError``); a callable that is not one, ``TypeError``.
     """
 
     def __init__(
@@ -115,13 +118,13 @@ class TurboStreams:
         if not callable(app):
             raise TypeError("app must be a WSGI callable")
         if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"path must start with '/', not {path!r}")
+            raise ConfigurationError(f"path must start with '/', not {path!r}")
         for name, value in (("identify", identify), ("authorize", authorize)):
             if value is not None and not callable(value):
                 raise TypeError(f"{name} must be callable or None")
         for name, value in (("max_connections", max_connections), ("max_connections_per_user", max_connections_per_user)):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+                raise ConfigurationError(f"{name} must be a positive int or None, not {value!r}")
         self.app = app
         self.hub = hub if hub is not None else Hub()
         self.path = path

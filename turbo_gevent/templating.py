@@ -63,8 +63,8 @@ def turbo_stream_source(path: str | None = None, *streams: str, environ: dict | 
         environ: the request; by default the one being served.
 
     Raises ``RuntimeError`` outside a request through ``TurboStreams``,
-    ``ValueError`` for a path not starting with ``/`` or an empty stream
-    name, and Werkzeug's ``SecurityError`` (a ``BadRequest``) for a host not
+    ``ValueError`` for a path other than the middleware's or an empty
+    stream name, and Werkzeug's ``SecurityError`` (a ``BadRequest``) for a host not
     in ``trusted_hosts``.
     """
     environ = context.current_environ(environ)
@@ -73,6 +73,9 @@ def turbo_stream_source(path: str | None = None, *streams: str, environ: dict | 
         path = middleware.path
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"the stream path must start with '/', not {path!r}")
+    if path != middleware.path:
+        # Only the middleware's path is served, and its tokens are for it.
+        raise ValueError(f"{path!r} is not the stream path of this TurboStreams ({middleware.path!r})")
     for stream in streams:
         if not isinstance(stream, str) or not stream:
             raise ValueError(f"a stream name must be a non-empty str, not {stream!r}")

@@ -14,6 +14,8 @@ from typing import Sequence
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from .errors import ConfigurationError
+
 __all__ = ["StreamSigner", "InvalidToken"]
 
 _SALT = "turbo_gevent.stream"
@@ -43,9 +45,9 @@ class StreamSigner:
             secrets = [secrets]
         secrets = list(secrets)
         if not secrets or not all(isinstance(s, (str, bytes)) and s for s in secrets):
-            raise ValueError("secret must be a non-empty str/bytes, or a list of them newest first")
+            raise ConfigurationError("secret must be a non-empty str/bytes, or a list of them newest first")
         if max_age is not None and max_age <= 0:
-            raise ValueError("token_max_age must be a positive number of seconds, or None")
+            raise ConfigurationError("token_max_age must be a positive number of seconds, or None")
         self.max_age = max_age
         # itsdangerous takes keys oldest to newest and signs with the last.
         self._serializer = URLSafeTimedSerializer(list(reversed(secrets)), salt=_SALT)

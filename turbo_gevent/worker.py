@@ -11,6 +11,8 @@ instead of seeing the socket cut.
 
 from __future__ import annotations
 
+import logging
+
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
@@ -43,6 +45,18 @@ class Worker(GeventWebSocketWorker):
     wsgi_handler = GunicornWebSocketHandler
 
     _closing: gevent.Greenlet | None = None
+
+    def init_process(self) -> None:
+        # Unless the application set up logging itself, turbo_gevent's lines
+        # go where gunicorn's error log goes, at its --log-level, formatted alike.
+        ours = logging.getLogger("turbo_gevent")
+        if not ours.handlers and not logging.getLogger().handlers:
+            error_log = self.log.error_log
+            for handler in error_log.handlers:
+                ours.addHandler(handler)
+            ours.setLevel(error_log.level)
+            ours.propagate = False
+        super().init_process()
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
