@@ -38,11 +38,11 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::(?P<line>\d+))?\)$")
 
 def short(path: str) -> str:
     """A source path shortened to its package: ``turbo_gevent/hub.py``, ``gevent/_socketcommon.py``."""
-    for marker in ("site-packages/", "lib/python3", os.path.dirname(run.ROOT) + "/"):
+    for marker in ("site-packages/", run.ROOT + "/", run.HERE + "/"):
         if marker in path:
-            path = path.split(marker, 1)[1]
-    if path.startswith(".") and "/" in path:
-        path = path.split("/", 1)[1]
+            return path.split(marker, 1)[1]
+    if "/lib/python3" in path:
+        return path.split("/lib/python3", 1)[1].split("/", 1)[-1]
     return path
 
 
@@ -123,7 +123,7 @@ def main() -> int:
     base = os.path.join(args.out, f"profile-{stamp}")
     os.makedirs(args.out, exist_ok=True)
     lines = [f"# Profile of turbo_gevent at {args.clients} connections, {stamp}\n",
-             run.machine_line(cores) + f". py-spy at {args.rate} Hz.\n"]
+             f"{run.machine_line(cores)}; {run.code_version()}. py-spy at {args.rate} Hz.\n"]
 
     server = Server("turbo", cores[0], None)
     clients = Clients(args.clients, 25, cores[1])

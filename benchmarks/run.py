@@ -744,7 +744,7 @@ def report(samples: list[Sample], args, machine: str, took: float) -> str:
     out = []
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     out.append(f"# Fan-out benchmark, {now}\n")
-    out.append(f"{machine}. Command: `{' '.join(['python', 'benchmarks/run.py'] + sys.argv[1:])}`, "
+    out.append(f"{machine}; {code_version()}. Command: `{' '.join(['python', 'benchmarks/run.py'] + sys.argv[1:])}`, "
                f"{args.rounds} round(s), systems alternating, {took / 60:.1f} min.\n")
     fan = group(samples, scenario="fanout")
     if fan:
@@ -935,6 +935,20 @@ def targets(samples: list[Sample], args) -> str:
 
 
 # -- main ------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    """The commit of the code measured, and whether turbo_gevent/ differed from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "turbo_gevent"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "turbo_gevent from an unknown commit"
+    if not head:
+        return "turbo_gevent from an unknown commit"
+    return f"turbo_gevent at {head}" + (" with uncommitted changes" if dirty else "")
 
 
 def machine_line(cores) -> str:
