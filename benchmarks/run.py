@@ -107,13 +107,34 @@ def percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
+CHILDREN: list[subprocess.Popen] = []  # killed if the runner is interrupted
+
+
+def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, **kwargs)
+    CHILDREN.append(proc)
+    return proc
+
+
+def kill_children() -> None:
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            try:
+                if proc.pid == os.getpgid(proc.pid):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except OSError:
+                pass
+
+
 class Redis:
     """A throwaway redis-server on the server's core."""
 
     def __init__(self, core: int | None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="bench-redis-")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             pinned(core) + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                             "--save", "", "--appendonly", "no", "--dir", self.dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -214,7 +235,7 @@ class Server:
             raise ValueError(f"unknown system {system!r}")
         self.path = path
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(pinned(core) + cmd, stdout=self.stderr, stderr=self.stderr,
+        self.proc = spawn(pinned(core) + cmd, stdout=self.stderr, stderr=self.stderr,
                                      cwd=servers, start_new_session=True)
         deadline = time.monotonic() + 30
         while True:
@@ -249,13 +270,20 @@ class Server:
     def broadcast(self, count: int, interval: float, seq: int, size: int = SIZE) -> None:
         self.get(f"broadcast?count={count}&interval={interval}&seq={seq}&size={size}")
 
-    def wait_idle(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
+    def wait_idle(self, scheduled: float, late: float) -> dict:
+        """The stats once a run scheduled to take ``scheduled`` seconds is over.
+
+        Asks only after the schedule, then every 0.1 s, so that the control
+        requests add next to nothing to the CPU measured; gives up ``late``
+        seconds past the schedule.
+        """
+        started = time.monotonic()
+        time.sleep(scheduled)
         while True:
             stats = self.stats()
-            if not stats["busy"] or time.monotonic() > deadline:
+            if not stats["busy"] or time.monotonic() - started > scheduled + late:
                 return stats
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -273,7 +301,7 @@ class Worker:
 
     def __init__(self, role: str, source: str, core: int | None) -> None:
         self.role = role
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             pinned(core) + [sys.executable, os.path.join(HERE, "loadgen.py"), "--role", role, "--source", source],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
@@ -447,7 +475,7 @@ def measure(server: Server, clients: Clients, *, system: str, scenario: str, siz
         SEQ[0] += warmup
         clients.mark(frame)
         server.broadcast(warmup, interval, first, fragment)
-        server.wait_idle(warmup * interval + late)
+        server.wait_idle((warmup - 1) * interval, late)
         clients.wait_delivered(first, warmup, frame)
     first = SEQ[0]
     SEQ[0] += count
@@ -458,7 +486,7 @@ def measure(server: Server, clients: Clients, *, system: str, scenario: str, siz
     others0, steal0 = process_times(), machine_steal()
     t0 = time.monotonic()
     server.broadcast(count, interval, first, fragment)
-    stats1 = server.wait_idle(count * interval + late)
+    stats1 = server.wait_idle((count - 1) * interval, late)
     elapsed = time.monotonic() - t0
     clients.wait_delivered(first, count, frame)
     reports = clients.report(first, count, frame)
@@ -1084,5 +1112,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+INTERRUPTED = []
+
+
+def _interrupted(signum, frame) -> None:
+    INTERRUPTED.append(signum)
+    kill_children()  # first, so that nothing waits on a child any more
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        sys.exit(main())
+    except BaseException:
+        if not INTERRUPTED:
+            raise
+        kill_children()
+        log("interrupted")
+        sys.exit(130)
