@@ -55,5 +55,35 @@ def test_a_websocket_is_not_cut_by_the_header_timeout(quick):
     assert client.recv_frame()[2] == b"<p>still here</p>"
 
 
+def test_a_body_announced_and_never_sent_is_bounded_too(quick):
+    for request in (
+        b"GET /page HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        b"GET /turbo-stream?stream=forged HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", quick.port), timeout=10) as sock:
+            sock.sendall(request)
+            status, _, _ = read_http_response(sock)
+            assert status in (200, 400)
+            assert sock.recv(1024) == b""  # closed by the server within the header timeout
+
+
+def test_more_than_100_headers_is_a_plain_400(quick):
+    head = b"GET /page HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150))
+    with socket.create_connection(("127.0.0.1", quick.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n")
+        status, headers, body = read_http_response(sock)
+    assert status == 400
+    assert int(headers["content-length"]) == len(body)
+
+
+def test_control_characters_from_the_peer_are_escaped_in_the_log(quick):
+    with socket.create_connection(("127.0.0.1", quick.port), timeout=10) as sock:
+        sock.sendall(b"GET /x%1b[31m\x1b[2Jred HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        read_http_response(sock)
+    wait_for(lambda: "red HTTP/1.1" in quick.stderr(), message="the access log line")
+    assert "\x1b" not in quick.stderr()
+    assert "\\x1b[2Jred" in quick.stderr()
+
+
 def test_no_traceback(quick):
     assert "Traceback" not in quick.stderr()

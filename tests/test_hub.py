@@ -213,3 +213,13 @@ def test_broker_reconnect_sends_every_page_a_refresh_unless_disabled():
         hub.add(listener)
         broker.on_reconnect()
         assert listener.messages == expected
+
+
+def test_text_that_cannot_be_sent_is_refused_whoever_listens():
+    lone_surrogate = "<p>\ud800</p>"
+    for listeners in ((), (Recorder(["s"]),)):
+        hub = Hub()
+        for listener in listeners:
+            hub.add(listener)
+        with pytest.raises(ValueError, match="not valid text"):
+            hub.broadcast("s", lone_surrogate)

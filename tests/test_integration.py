@@ -57,3 +57,21 @@ def test_forged_altered_and_bare_stream_names_are_403_before_upgrade(server):
         assert client.status == 403, query
         assert int(client.headers["content-length"]) == len(client.buffer)
     assert "Traceback" not in server.stderr()
+
+
+def test_sigterm_lets_a_request_in_progress_finish(server):
+    import signal
+    import socket
+
+    from tests.support.rawws import read_http_response
+
+    body = b"stream=chat&html=%3Cp%3Elate%3C%2Fp%3E"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /_test/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        server.wait_connections(0)  # the request is being read: the server is in the middle of it
+        server.proc.send_signal(signal.SIGTERM)
+        sock.sendall(body[10:])
+        status, _, answer = read_http_response(sock)
+    assert (status, answer) == (200, b"ok")
+    assert server.proc.wait(10) == 0

@@ -198,3 +198,9 @@ def test_method_only_on_replace_and_update(build):
 def test_all_lists_the_builders():
     public = {n for n, v in vars(streams).items() if callable(v) and getattr(v, "__module__", "") == streams.__name__}
     assert set(streams.__all__) == {n for n in public if not n.startswith("_")}
+
+
+@pytest.mark.parametrize("attribute", ["onfocus", "onclick", "ON_load", "onerror"])
+def test_event_handler_attributes_are_refused(attribute):
+    with pytest.raises(ValueError, match="event handler"):
+        streams.action("custom", "x", **{attribute: "alert(1)"})

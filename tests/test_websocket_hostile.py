@@ -522,9 +522,9 @@ def test_case10_pongs_sit_between_whole_frames(srv):
     pings = []
     stop = threading.Event()
 
-    def flood():
+    def flood():  # about 50 pings a second: under the limit of 100 that closes with 1008
         i = 0
-        while not stop.wait(0.001):
+        while not stop.wait(0.02):
             payload = b"p%d" % i
             pings.append(payload)
             client.sock.sendall(frame(PING, payload))
@@ -783,6 +783,33 @@ def test_a_peer_that_vanishes_mid_frame_is_one_quiet_line(srv, reset):
     assert len(lines) == 1 and level(lines[0]) in ("INFO", "DEBUG"), lines
     # and no anonymous line from the protocol layer about the same event
     assert not re.search(r" INFO turbo_gevent\.protocol", srv.stderr())
+
+
+# -- found by attacking the server: fairness, bodies, control frames first ----
+
+
+def test_a_ping_flood_is_closed_with_1008_and_others_are_served_meanwhile(srv):
+    flooder = connect(srv)
+    flooder.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    burst = frame(PING, b"") * 5000  # far more than 100 a second, in one go
+    flooder.send(burst)
+    # The reading greenlet gives way between reads: the server answers others meanwhile.
+    assert srv.stats()["connections"] >= 1
+    code, reason = None, ""
+    while code is None:
+        fin, opcode, payload = flooder.recv_frame()
+        if opcode == CLOSE:
+            code, reason = struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+    assert (code, reason) == (1008, "too many pings")
+
+
+def test_an_upgrade_request_with_a_body_is_400_before_any_101(srv):
+    for extra in (("Content-Length", "5"), ("Transfer-Encoding", "chunked")):
+        request = handshake_request(srv.port, "/turbo-stream?" + query(unique()), extra=[extra])
+        status, _, body = http_exchange(srv.port, request + b"hello" if extra[0] == "Content-Length"
+                                        else request + b"5\r\nhello\r\n0\r\n\r\n")
+        assert status == 400, extra
+        assert b"body" in body
 
 
 def test_no_traceback_on_stderr(srv):

@@ -1,6 +1,7 @@
 """The ``turbo-gevent`` command: serve a WSGI app with Turbo Streams.
 
-    turbo-gevent MODULE:ATTR [--bind HOST:PORT] [--grace SECONDS]
+    turbo-gevent MODULE:ATTR [--bind HOST:PORT] [--grace SECONDS] [--log-level LEVEL]
+                 [--header-timeout SECONDS] [--certfile PEM --keyfile PEM]
 
 Monkey-patches the process before importing the app (so its blocking I/O
 cooperates with gevent), finds modules in the current directory, prints the
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_bind(args.bind)
     except ValueError as exc:
         parser.error(str(exc))
+    for name in ("grace", "header_timeout"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value < float("inf"):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
     if bool(args.certfile) != bool(args.keyfile):
         parser.error("--certfile and --keyfile go together")
     tls = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else {}

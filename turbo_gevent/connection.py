@@ -28,6 +28,7 @@ import codecs
 import logging
 import os
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from typing import Callable
 
 import gevent
 from gevent.event import Event
+from gevent.ssl import SSLSocket as _GeventSSLSocket
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side
 
@@ -61,6 +63,8 @@ _protocol_log = _ProtocolLog(logging.getLogger("turbo_gevent.protocol"), {})
 
 _CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
 _CLOSE, _PONG = 0x8, 0xA
+_MAX_PINGS_PER_SECOND = 100
+_TLS_SOCKETS = (ssl.SSLSocket, _GeventSSLSocket)
 _PING_FRAME = Frame(Opcode.PING, b"turbo_gevent").serialize(mask=False)
 _RECV_SIZE = 65536
 _SO_LINGER_RESET = struct.pack("ii", 1, 0)
@@ -121,7 +125,8 @@ class Connection:
     __slots__ = (
         "sock", "streams", "user_id", "settings", "peer", "_on_close", "_protocol_",
         "_queue", "_queued_data", "_pending", "_writer", "_closing", "_closed", "_ending",
-        "_ping_sent_at", "_ping_due", "_utf8", "_ended", "_ended_event", "__weakref__",
+        "_ping_sent_at", "_ping_due", "_utf8", "_ended", "_ended_event", "_direct",
+        "_pings", "_pings_since", "__weakref__",
     )
 
     def __init__(
@@ -155,6 +160,12 @@ class Connection:
         self._utf8: codecs.IncrementalDecoder | None = None  # while a text message is incomplete
         self._ended = False
         self._ended_event: Event | None = None
+        # Whether a frame may be written at once by whoever sends it: not
+        # before the socket is known, and never on TLS, whose send() would
+        # wait for the peer (there the writer greenlet writes everything).
+        self._direct = False
+        self._pings = 0  # pings received since _pings_since, to bound a flood
+        self._pings_since = 0.0
 
     @property
     def _protocol(self) -> Protocol:
@@ -209,7 +220,7 @@ class Connection:
         """
         if self._closing:
             return
-        if self._pending is None and not self._queue and self.sock is not None:
+        if self._direct and self._pending is None and not self._queue:
             self._write_now(frame)
             return
         limit = self.settings.max_queue
@@ -229,12 +240,19 @@ class Connection:
         opcode = frame[0] & 0x0F
         if opcode == _CLOSE:
             self._closing = True
-        if self._pending is None and not self._queue and self.sock is not None:
+        if self._direct and self._pending is None and not self._queue:
             self._write_now(frame)
-        elif opcode == _PONG and self._queue and (self._queue[-1][0] & 0x0F) == _PONG:
-            self._queue[-1] = frame
+        elif opcode == _CLOSE:
+            self._enqueue(frame)  # after the data already queued
+        elif self._queue and (self._queue[0][0] & 0x0F) == opcode:
+            self._queue[0] = frame  # a newer pong (or ping) replaces one not yet sent
         else:
-            self._enqueue(frame)
+            # Pings and pongs go ahead of queued data (between whole frames):
+            # a peer that reads slowly is not taken for one that does not answer.
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.appendleft(frame)
+            self._start_writer()
 
     def _write_now(self, frame: bytes) -> None:
         """Write without blocking; what the kernel does not take becomes the backlog."""
@@ -291,7 +309,7 @@ class Connection:
         if self._closed:
             return
         self._closing = True
-        if self._pending is None:
+        if self._direct and self._pending is None:
             try:
                 self.sock.send(Frame(Opcode.CLOSE, Close(code, "too slow").serialize()).serialize(mask=False), 0, 0.0)
             except OSError:
@@ -327,6 +345,7 @@ class Connection:
         """
         if sock is not None:
             self.sock = sock
+            self._direct = not isinstance(sock, _TLS_SOCKETS)
             if self._queue:
                 self._start_writer()
         _registry.add(self)
@@ -344,6 +363,9 @@ class Connection:
                         log.debug("%s closed the TCP connection", self.peer)
                     break
                 self._receive(data)
+                # recv() returns at once while data is waiting: give the
+                # others their turn, or a flooding peer would starve them.
+                gevent.sleep(0)
         except OSError as exc:
             if not self._closed:
                 log.info("connection with %s lost: %s", self.peer, exc)
@@ -361,11 +383,25 @@ class Connection:
                     break
             elif event.opcode is Opcode.PONG:
                 self._ping_sent_at = None
+            elif event.opcode is Opcode.PING and self._too_many_pings():
+                break
             elif event.opcode is Opcode.CLOSE:
                 log.debug("%s sent close %s", self.peer, protocol.close_rcvd)
         if protocol.parser_exc is not None and not self._ending:
             log.info("closing %s: %s", self.peer, protocol.parser_exc)
         self._flush_protocol()
+
+    def _too_many_pings(self) -> bool:
+        """Close with 1008 a peer pinging more than ``_MAX_PINGS_PER_SECOND``."""
+        now = time.monotonic()
+        if now - self._pings_since >= 1.0:
+            self._pings_since, self._pings = now, 0
+        self._pings += 1
+        if self._pings <= _MAX_PINGS_PER_SECOND or self._closing:
+            return False
+        log.info("closing %s: more than %d pings a second", self.peer, _MAX_PINGS_PER_SECOND)
+        self._protocol.fail(CloseCode.POLICY_VIOLATION, "too many pings")
+        return True
 
     def _valid_text(self, frame: Frame) -> bool:
         """Check a text frame or continuation for UTF-8; fail with 1007 if it is not.

@@ -11,6 +11,7 @@ the request and only then calls :meth:`WebSocketHandler.switch_protocols`.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import socket
@@ -36,6 +37,15 @@ def _address(address) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address or "-")
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nbad request\n"
+
+
+def printable(text: str) -> str:
+    """Escape control characters (terminal escapes, newlines) from a peer before logging."""
+    return _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def redact_tokens(text: str) -> str:
     """Hide stream tokens (bearer credentials) from a logged URL or request line."""
     return _TOKEN_VALUE.sub("[redacted]", text)
@@ -58,19 +68,30 @@ class WebSocketHandler(_GeventWebSocketHandler):
         return super().handle_one_request()
 
     def _handle_client_error(self, ex):
-        # A peer that went silent or away while sending its request head is
-        # one log line, not a traceback (pywsgi prints one for these).
+        # One log line, not the traceback pywsgi prints for these: a peer
+        # that went silent or away while sending its request head, or one
+        # whose head the email parser refuses (more than 100 headers...).
         if isinstance(ex, (TimeoutError, ConnectionError)):
             log.info("request from %s not read: %s", _address(self.client_address), ex)
             return None
+        if isinstance(ex, http.client.HTTPException):
+            log.info("bad request from %s: %s", _address(self.client_address), type(ex).__name__)
+            return ("400", _BAD_REQUEST)
         return super()._handle_client_error(ex)
+
+    def log_error(self, msg, *args) -> None:
+        try:
+            message = msg % args if args else msg
+        except (TypeError, ValueError):
+            message = msg
+        super().log_error("%s", printable(redact_tokens(str(message))))
 
     # gevent-websocket logs through its own logger and hides upgrades; log
     # every request, 101s included, to the server's access log as pywsgi does.
     log_request = WSGIHandler.log_request
 
     def format_request(self) -> str:
-        return redact_tokens(super().format_request())
+        return printable(redact_tokens(super().format_request()))
 
     def start_response(self, status, headers, exc_info=None):
         # pywsgi ends the connection only for "Connection: close" exactly; a
@@ -83,8 +104,14 @@ class WebSocketHandler(_GeventWebSocketHandler):
     def run_application(self) -> None:
         self.socket.settimeout(None)  # the head is read; the application sets its own pace
         self.environ[HANDLER_KEY] = self
+        self.switched = False
         # Skip gevent-websocket's eager handshake: plain WSGI for every request.
         WSGIHandler.run_application(self)
+        if not self.switched:
+            # What follows (reading a body the application left unread, the
+            # next request) is bounded again: a body announced and never
+            # sent must not hold the connection forever.
+            self.socket.settimeout(self.header_timeout)
 
     def switch_protocols(self, headers: list[tuple[str, str]]) -> bytes:
         """Write the 101 response; returns the bytes already read past the request.
@@ -95,6 +122,11 @@ class WebSocketHandler(_GeventWebSocketHandler):
         self.start_response("101 Switching Protocols", headers)
         self.write(b"")
         self.close_connection = True
+        self.switched = True
+        # No request body to read past the handshake (the handshake refuses
+        # one): the bytes that follow are WebSocket frames.
+        self.wsgi_input.content_length = 0
+        self.wsgi_input.chunked_input = False
         # Bytes the client sent right behind its request sit in our read
         # buffer; take them without blocking.
         self.socket.settimeout(0.0)

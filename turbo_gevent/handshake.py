@@ -3,7 +3,7 @@
 Pure functions over a WSGI environ: :func:`check_handshake` returns the
 :class:`Refusal` to answer with, or ``None`` when the request is a valid
 WebSocket upgrade; :func:`accept_headers` gives the headers of the 101.
-Checked in this order: HTTP/1.1 GET (400), the Upgrade and Connection token
+Checked in this order: HTTP/1.1 GET with no body (400), the Upgrade and Connection token
 lists (426), the version (426 naming the one we speak), the key (400).
 """
 
@@ -59,6 +59,8 @@ def check_handshake(environ: dict) -> Refusal | None:
         return Refusal(400, "WebSocket needs HTTP/1.1")
     if environ.get("REQUEST_METHOD") != "GET":
         return Refusal(400, "WebSocket handshake must be a GET", (("Allow", "GET"),))
+    if environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+        return Refusal(400, "a WebSocket handshake has no body")
     if not is_upgrade_request(environ):
         return Refusal(
             426,

@@ -63,7 +63,12 @@ def join_fragments(fragments: Iterable[Any]) -> str:
             )
     if not parts:
         raise ValueError("nothing to broadcast: give at least one fragment")
-    return "".join(parts)
+    message = "".join(parts)
+    try:
+        message.encode("utf-8")  # a lone surrogate fails here, recipients or not
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a fragment is not valid text: {exc.reason} at position {exc.start}") from None
+    return message
 
 
 def encode_text_frame(message: str) -> bytes:

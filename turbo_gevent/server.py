@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import logging
 import signal
+from contextlib import closing
 from typing import Any, Callable
 
 import gevent
 from gevent.event import Event
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from .connection import close_all, open_connections
 from .handler import WebSocketHandler
 
-__all__ = ["make_server", "serve", "parse_bind"]
+__all__ = ["Server", "make_server", "serve", "parse_bind"]
 
 log = logging.getLogger("turbo_gevent.server")
 
@@ -43,6 +45,27 @@ def parse_bind(bind: str) -> tuple[str, int]:
         raise ValueError(f"bind must look like HOST:PORT, not {bind!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+class Server(WSGIServer):
+    """gevent's ``WSGIServer``, quiet and bounded in its TLS handshakes.
+
+    A TLS handshake counts as part of reading the request's head: it gets
+    the handler's ``header_timeout``, and a failed one (a silent peer, plain
+    HTTP on the TLS port, a client that rejects the certificate) is one log
+    line, not a traceback.
+    """
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        client_socket.settimeout(getattr(self.handler_class, "header_timeout", None))
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as exc:  # ssl.SSLError and timeouts are OSErrors
+            log.info("TLS handshake with %s failed: %s", address[0] if address else "-", exc)
+            client_socket.close()
+            return None
+        with closing(tls_socket):
+            return self.handle(tls_socket, address)
 
 
 def make_server(
@@ -64,7 +87,9 @@ def make_server(
     # Pages reconnect all at once after a deploy: gevent's default backlog of
     # 50 would refuse most of them. 2048 is gunicorn's default too.
     options.setdefault("backlog", 2048)
-    return WSGIServer(parse_bind(bind), app, **options)
+    # A pool (unbounded) lets stop(timeout) wait for requests in progress.
+    options.setdefault("spawn", Pool())
+    return Server(parse_bind(bind), app, **options)
 
 
 def serve(

@@ -203,5 +203,7 @@ def action(
         attribute = key.replace("_", "-")
         if not _TOKEN.match(attribute) or attribute in ("action", "target", "targets"):
             raise ValueError(f"{key!r} cannot be used as an attribute name")
+        if attribute.lower().startswith("on"):  # an event handler would run script
+            raise ValueError(f"{key!r}: event handler attributes are not allowed")
         extra[attribute] = value
     return _element(name, {**_targeting(target, targets, required=False), **extra}, html)

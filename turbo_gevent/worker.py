@@ -18,7 +18,7 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from .connection import close_all
-from .handler import WebSocketHandler, redact_tokens
+from .handler import WebSocketHandler, printable, redact_tokens
 
 __all__ = ["Worker", "GunicornWebSocketHandler"]
 
@@ -30,8 +30,8 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         environ = self.environ
         self.environ = {
             **environ,
-            "RAW_URI": redact_tokens(environ.get("RAW_URI", "")),
-            "QUERY_STRING": redact_tokens(environ.get("QUERY_STRING", "")),
+            "RAW_URI": printable(redact_tokens(environ.get("RAW_URI", ""))),
+            "QUERY_STRING": printable(redact_tokens(environ.get("QUERY_STRING", ""))),
         }
         try:
             PyWSGIHandler.log_request(self)
