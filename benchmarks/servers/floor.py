@@ -8,7 +8,12 @@ queues, no timeouts, no keepalive, no slow-client handling: one client that
 stops reading blocks every broadcast after it. It is what the
 other systems' costs are measured against, not a server to deploy.
 
-    python benchmarks/servers/floor.py --port 8000
+    python benchmarks/servers/floor.py --port 8000 [--order hash]
+
+``--order hash`` sends in the order of a ``set`` of sockets, as a hub that
+keeps its subscribers in sets does, instead of the order of connection. Over
+loopback the order changes the sender's CPU: consecutive messages to clients
+of one load-generator process find it awake, scattered ones wake it each time.
 """
 
 from gevent import monkey
@@ -39,10 +44,14 @@ def encode(message: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + data
 
 
+ORDER = ["connection"]
+
+
 def broadcast(message: str) -> None:
     frame = encode(message)
     size = len(frame)
-    for sock, raw in list(clients.items()):
+    recipients = list(clients.items()) if ORDER[0] == "connection" else list(set(clients.items()))
+    for sock, raw in recipients:
         try:
             sent = raw.send(frame)
         except BlockingIOError:
@@ -97,7 +106,9 @@ def handle(sock, address) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--order", choices=("connection", "hash"), default="connection")
     args = parser.parse_args()
+    ORDER[0] = args.order
     raise_nofile()
     StreamServer(("127.0.0.1", args.port), handle, backlog=1024).serve_forever()
 
