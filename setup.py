@@ -27,6 +27,14 @@ setup(
             "playwright>=1.45",
             "websockets>=13,<18",
         ],
+        # the other stacks the benchmark compares against
+        "bench": [
+            "redis>=5.0",
+            "gunicorn>=22",
+            "flask>=3.0",
+            "flask-sock>=0.7",
+            "turbo-flask>=0.8",
+        ],
     },
     entry_points={"console_scripts": ["turbo-gevent=turbo_gevent.cli:main"]},
     classifiers=[

@@ -257,7 +257,10 @@ class Connection:
     def _write_now(self, frame: bytes) -> None:
         """Write without blocking; what the kernel does not take becomes the backlog."""
         try:
-            sent = self.sock.send(frame, 0, 0.0)
+            # gevent's socket wraps a non-blocking OS socket: a send on that
+            # one is exactly the attempt wanted here, without gevent's
+            # timeout handling on the fan-out's hot path.
+            sent = self.sock._sock.send(frame)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -311,7 +314,7 @@ class Connection:
         self._closing = True
         if self._direct and self._pending is None:
             try:
-                self.sock.send(Frame(Opcode.CLOSE, Close(code, "too slow").serialize()).serialize(mask=False), 0, 0.0)
+                self.sock._sock.send(Frame(Opcode.CLOSE, Close(code, "too slow").serialize()).serialize(mask=False))
             except OSError:
                 pass
         log.info("dropping %s: %s", self.peer, why)
@@ -345,7 +348,7 @@ class Connection:
         """
         if sock is not None:
             self.sock = sock
-            self._direct = not isinstance(sock, _TLS_SOCKETS)
+            self._direct = hasattr(sock, "_sock") and not isinstance(sock, _TLS_SOCKETS)
             if self._queue:
                 self._start_writer()
         _registry.add(self)
