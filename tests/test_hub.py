@@ -223,3 +223,18 @@ def test_text_that_cannot_be_sent_is_refused_whoever_listens():
             hub.add(listener)
         with pytest.raises(ValueError, match="not valid text"):
             hub.broadcast("s", lone_surrogate)
+
+
+def test_recipients_are_reached_in_the_order_they_connected():
+    hub, reached = Hub(), []
+
+    class InOrder(Recorder):
+        def send_frame(self, frame):
+            reached.append(self.name)
+
+    for name in range(50):
+        connection = InOrder(["s"])
+        connection.name = name
+        hub.add(connection)
+    hub.broadcast("s", "<p>x</p>")
+    assert reached == list(range(50))
