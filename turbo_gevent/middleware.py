@@ -37,7 +37,7 @@ from werkzeug.wsgi import ClosingIterator, get_host
 from . import context
 from .connection import Connection, ConnectionSettings
 from .errors import BrokerError, ConfigurationError
-from .handler import HANDLER_KEY
+from .handler import HANDLER_KEY, printable
 from .handshake import Refusal, accept_headers, check_handshake
 from .hub import Hub
 from .tokens import InvalidToken, StreamSigner
@@ -167,7 +167,7 @@ class TurboStreams:
         except SecurityError as exc:
             # A template asked to put an untrusted Host into a src.
             context.unbind(token)
-            log.info("refused %s: %s", _peer(environ), exc.description)
+            log.info("refused %s: %s", _peer(environ), printable(str(exc.description)))
             return _plain(400, "untrusted host")(environ, start_response)
         except BaseException:
             context.unbind(token)
@@ -286,7 +286,7 @@ class TurboStreams:
         except OSError as exc:
             connection._abort(f"lost during the handshake: {exc}")
             return None
-        log.debug("%s connected, streams=%s user=%s", peer, streams, user_id)
+        log.debug("%s connected, streams=%r user=%r", peer, streams, user_id)
         sock = handler.detach_socket()
         if sock is None:  # TLS: read in this request's greenlet
             connection.run(handler.socket, leftover)
