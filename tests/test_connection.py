@@ -74,3 +74,15 @@ def test_a_full_queue_drops_the_connection_as_slow():
     assert connection.closed
     reader.join(5)
     peer.close()
+
+
+def test_send_is_one_text_frame_to_this_connection():
+    server_side, peer = gevent.socket.socketpair()
+    connection = Connection(settings=ConnectionSettings())
+    reader = gevent.spawn(connection.run, server_side)
+    gevent.sleep(0)
+    connection.send("héllo")
+    assert peer.recv(100) == b"\x81\x06h\xc3\xa9llo"
+    connection._abort("test over")
+    reader.join(5)
+    peer.close()

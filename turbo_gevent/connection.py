@@ -42,6 +42,7 @@ from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side
 
 from .errors import ConfigurationError
+from .hub import encode_text_frame
 
 __all__ = ["Connection", "ConnectionSettings", "close_all", "open_connections"]
 
@@ -185,7 +186,7 @@ class Connection:
 
     def send(self, message: str) -> None:
         """Send one text message to this connection only."""
-        self.send_frame(Frame(Opcode.TEXT, message.encode("utf-8")).serialize(mask=False))
+        self.send_frame(encode_text_frame(message))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake; the peer's reply ends the connection.
@@ -231,7 +232,7 @@ class Connection:
         self._enqueue(frame)
 
     def _send_control(self, frame: bytes) -> None:
-        """Write or queue a pong or a close; these do not count toward ``max_queue``.
+        """Write or queue a ping, a pong or a close; these do not count toward ``max_queue``.
 
         A pong still waiting is replaced by a newer one (RFC 6455 5.5.3).
         """
