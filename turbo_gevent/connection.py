@@ -66,6 +66,11 @@ _CONTROL_OPCODES = frozenset((0x8, 0x9, 0xA))
 _CLOSE, _PONG = 0x8, 0xA
 _MAX_PINGS_PER_SECOND = 100
 _TLS_SOCKETS = (ssl.SSLSocket, _GeventSSLSocket)
+
+
+def is_tls(sock: socket.socket) -> bool:
+    """Whether ``sock`` speaks TLS: its send() may wait, and it cannot be handed over."""
+    return isinstance(sock, _TLS_SOCKETS)
 _PING_FRAME = Frame(Opcode.PING, b"turbo_gevent").serialize(mask=False)
 _RECV_SIZE = 65536
 _SO_LINGER_RESET = struct.pack("ii", 1, 0)
@@ -349,7 +354,7 @@ class Connection:
         """
         if sock is not None:
             self.sock = sock
-            self._direct = hasattr(sock, "_sock") and not isinstance(sock, _TLS_SOCKETS)
+            self._direct = hasattr(sock, "_sock") and not is_tls(sock)
             if self._queue:
                 self._start_writer()
         _registry.add(self)

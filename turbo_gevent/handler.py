@@ -19,9 +19,10 @@ import ssl
 
 import gevent.socket
 from gevent.pywsgi import WSGIHandler
-from gevent.ssl import SSLSocket as _GeventSSLSocket
 from geventwebsocket.handler import WebSocketHandler as _GeventWebSocketHandler
 from werkzeug.http import parse_list_header
+
+from .connection import is_tls
 
 __all__ = ["WebSocketHandler", "HANDLER_KEY"]
 
@@ -153,7 +154,7 @@ class WebSocketHandler(_GeventWebSocketHandler):
         served in this greenlet instead.
         """
         sock = self.socket
-        if isinstance(sock, (ssl.SSLSocket, _GeventSSLSocket)):
+        if is_tls(sock):
             return None
         family, kind, proto = sock.family, sock.type, sock.proto
         return gevent.socket.socket(family, kind, proto, fileno=sock.detach())
