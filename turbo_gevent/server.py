@@ -31,6 +31,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from .connection import close_all, open_connections
+from .errors import ConfigurationError
 from .handler import WebSocketHandler
 
 __all__ = ["Server", "make_server", "serve", "parse_bind"]
@@ -82,7 +83,7 @@ def make_server(
     handler_class = options.setdefault("handler_class", WebSocketHandler)
     if header_timeout is not None:
         if header_timeout <= 0:
-            raise ValueError("header_timeout must be a positive number of seconds")
+            raise ConfigurationError("header_timeout must be a positive number of seconds")
         options["handler_class"] = type(handler_class.__name__, (handler_class,), {"header_timeout": header_timeout})
     # Pages reconnect all at once after a deploy: gevent's default backlog of
     # 50 would refuse most of them. 2048 is gunicorn's default too.
